@@ -1,0 +1,64 @@
+"""A generic name -> builder registry with "did you mean" errors (after MONAI's ``look_up_option``)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from .errors import MTLError
+
+T = TypeVar("T")
+
+
+def suggest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:
+    """Return an error message for an unknown ``name`` with close matches and the available choices."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(sorted(choices)[:30]) + (", ..." if len(choices) > 30 else "")
+    return f"unknown {what} {name!r}.{hint} Available: {shown}"
+
+
+class Registry(Generic[T]):
+    """Maps snake_case names to builders.
+
+    Example:
+        >>> weightings = Registry("weighting strategy")
+        >>> @weightings.register("static")
+        ... class Static: ...
+        >>> weightings.get("static").__name__
+        'Static'
+    """
+
+    def __init__(self, what: str, error: type[MTLError] = MTLError) -> None:
+        self.what = what
+        self._error = error
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name``; a duplicate name raises."""
+
+        def decorate(obj: T) -> T:
+            if name in self._items:
+                raise self._error(f"{self.what} {name!r} is already registered")
+            self._items[name] = obj
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """Return the builder registered as ``name`` or raise with suggestions."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise self._error(suggest(name, list(self._items), self.what)) from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
