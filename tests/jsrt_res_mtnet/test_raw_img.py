@@ -1,0 +1,89 @@
+"""Tests for the raw JSRT .IMG reader and writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from jsrt_res_mtnet.raw_img import JSRT_BYTES, JSRT_SHAPE, read_jsrt_img, register_img_reader, write_jsrt_img
+
+from mtl_core import imaging
+from mtl_core.errors import DataError
+
+
+@pytest.fixture
+def gradient() -> np.ndarray:
+    rows = np.linspace(0.0, 1.0, JSRT_SHAPE[0])[:, None]  # dark at the top, bright at the bottom
+    return np.broadcast_to(rows, JSRT_SHAPE).copy()
+
+
+def test_size_constant():
+    assert JSRT_BYTES == 8_388_608
+
+
+def test_round_trip_keeps_orientation_and_grey_levels(tmp_path, gradient):
+    path = tmp_path / "JPCLN001.IMG"
+    write_jsrt_img(path, gradient)
+    assert path.stat().st_size == JSRT_BYTES
+    image = read_jsrt_img(path)
+    assert image.dtype == np.float32 and image.shape == JSRT_SHAPE
+    assert np.abs(image - gradient).max() <= 0.5 / 4095 + 1e-6
+    assert image[0].mean() < image[-1].mean()
+
+
+def test_file_convention_is_big_endian_and_high_means_dark(tmp_path):
+    stored = np.zeros(JSRT_SHAPE, dtype=">u2")
+    stored[0, 0] = 4095  # the darkest value in the .IMG convention
+    stored[0, 1] = 1
+    path = tmp_path / "raw.IMG"
+    stored.tofile(path)
+    assert path.read_bytes()[:4] == b"\x0f\xff\x00\x01"
+    image = read_jsrt_img(path)
+    assert image[0, 0] == 0.0 and image[1, 1] == 1.0
+    assert image[0, 1] == pytest.approx(1 - 1 / 4095)
+
+
+def test_writer_stores_black_as_4095(tmp_path):
+    path = tmp_path / "black.IMG"
+    write_jsrt_img(path, np.zeros(JSRT_SHAPE))
+    assert path.read_bytes()[:2] == b"\x0f\xff"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_wrong_size_names_file_found_and_expected(tmp_path):
+    path = tmp_path / "JPCLN002.IMG"
+    path.write_bytes(b"\0" * 1000)
+    with pytest.raises(DataError, match=r"JPCLN002\.IMG has 1,000 bytes.*8,388,608 bytes"):
+        read_jsrt_img(path)
+
+
+def test_little_endian_file_is_rejected(tmp_path):
+    stored = np.full(JSRT_SHAPE, 4095, dtype="<u2")
+    path = tmp_path / "le.IMG"
+    stored.tofile(path)
+    with pytest.raises(DataError, match=r"le\.IMG holds values up to 65295, above the 12-bit maximum 4095"):
+        read_jsrt_img(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="JPCNN001.IMG does not exist"):
+        read_jsrt_img(tmp_path / "JPCNN001.IMG")
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [(np.zeros((64, 64)), r"array shape \(64, 64\)"), (np.full(JSRT_SHAPE, 1.5), r"within \[0, 1\]")],
+)
+def test_writer_rejects_bad_arrays(tmp_path, array, message):
+    with pytest.raises(DataError, match=message):
+        write_jsrt_img(tmp_path / "x.IMG", array)
+    assert not (tmp_path / "x.IMG").exists()
+
+
+def test_register_img_reader_routes_read_image(tmp_path, gradient, monkeypatch):
+    monkeypatch.setattr(imaging, "_READERS", dict(imaging._READERS))
+    register_img_reader()
+    register_img_reader()  # idempotent
+    assert ".img" in imaging.supported_suffixes()
+    path = tmp_path / "JPCNN001.IMG"
+    write_jsrt_img(path, gradient)
+    np.testing.assert_allclose(imaging.read_image(path), read_jsrt_img(path))
