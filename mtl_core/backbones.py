@@ -1,0 +1,243 @@
+"""Backbones by name (timm first, torchvision where timm lacks one) and their fusion by concatenation.
+
+:class:`BackboneFusion` takes images in [0, 1] (B, 1 or 3, H, W), prepares them for each backbone (size,
+channels, normalisation from the backbone's pretrained config), and concatenates the pooled feature vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import MTLError, WeightsError
+from .registry import suggest
+from .weights import (
+    cached_timm_weights,
+    cached_torchvision_weights,
+    file_digest,
+    fit_state_dict,
+    local_weights_file,
+    read_state_dict,
+)
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a run needs to know about one backbone, recorded in every run's outputs."""
+
+    name: str
+    source: str  # "timm" or "torchvision"
+    num_features: int  # width of the pooled vector this backbone contributes
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str  # "pretrained", "random" or "file"
+    weights_id: str  # identity of the weights: file digest, hub id, or "random-seed-N"
+
+
+def _known_names() -> list[str]:
+    import timm
+    import torchvision
+
+    return sorted(set(timm.list_models()) | set(torchvision.models.list_models(module=torchvision.models)))
+
+
+def _build_timm(name: str) -> nn.Module:
+    import timm
+
+    return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+def _build_torchvision(name: str, pooling: str) -> nn.Module:
+    import torchvision
+
+    if pooling != "avg":
+        raise MTLError(f"backbone {name!r} comes from torchvision, which supports only pooling 'avg'; use a timm "
+                       f"model for pooling 'grid'")
+    model = torchvision.models.get_model(name, weights=None, **({"aux_logits": False, "init_weights": True}
+                                                                if name in ("googlenet", "inception_v3") else {}))
+    for attr in ("fc", "classifier", "head", "heads"):
+        if hasattr(model, attr):
+            layer = getattr(model, attr)
+            if isinstance(layer, nn.Sequential) and name.startswith(("alexnet", "vgg")):
+                layer[-1] = nn.Identity()  # keep the penultimate layer: the pooled feature vector
+            else:
+                setattr(model, attr, nn.Identity())
+            break
+    return model
+
+
+class Backbone(nn.Module):
+    """One backbone returning a pooled vector (B, F): global average, or a coarse ``grid`` x ``grid`` map."""
+
+    def __init__(self, name: str, *, weights: str | Path = "pretrained", pooling: str = "avg", grid: int = 2,
+                 image_size: int | None = None, allow_download: bool = False, on_missing_weights: str = "random",
+                 seed: int = 0) -> None:
+        super().__init__()
+        import timm
+        import torchvision
+
+        self.pooling, self.grid = pooling, grid
+        if pooling not in ("avg", "grid"):
+            raise MTLError(f"unknown pooling {pooling!r}; use 'avg' or 'grid'")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if timm.is_model(name):
+                source, self.model = "timm", _build_timm(name)
+            elif name in torchvision.models.list_models(module=torchvision.models):
+                source, self.model = "torchvision", _build_torchvision(name, pooling)
+            else:
+                raise MTLError(suggest(name, _known_names(), "backbone"))
+        mean, std, size = self._preprocessing(source)
+        kind, weights_id = self._load_weights(name, source, weights, allow_download, on_missing_weights, seed)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.info = BackboneInfo(name, source, self._width(source, image_size or size), image_size or size,
+                                 tuple(mean), tuple(std), kind, weights_id)
+
+    def _preprocessing(self, source: str) -> tuple[tuple, tuple, int]:
+        if source == "timm":
+            cfg = self.model.pretrained_cfg
+            return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), cfg["input_size"][-1]
+        return IMAGENET_MEAN, IMAGENET_STD, 224
+
+    def _width(self, source: str, size: int) -> int:
+        if source == "timm" and self.pooling == "avg":
+            return int(self.model.num_features)
+        # torchvision models carry no width metadata, and a timm model's last feature map can be wider or narrower
+        # than num_features (conv heads): measure it once on a blank image.
+        with torch.no_grad():
+            was_training = self.model.training
+            self.model.eval()
+            width = int(self._features(torch.zeros(1, 3, size, size)).shape[1])
+            self.model.train(was_training)
+        return width
+
+    def _load_weights(self, name: str, source: str, weights: str | Path, allow_download: bool,
+                      on_missing: str, seed: int) -> tuple[str, str]:
+        if str(weights) == "random":
+            return "random", f"random-seed-{seed}"
+        if str(weights) != "pretrained":
+            path = Path(weights).expanduser()
+            fit_state_dict(self.model, read_state_dict(path), name, f"file {path}")
+            return "file", f"sha256:{file_digest(path)}"
+        found = local_weights_file(name)
+        if found is None:
+            found = (cached_timm_weights(self.model.pretrained_cfg) if source == "timm"
+                     else cached_torchvision_weights(name)[0])
+        if found is not None:
+            fit_state_dict(self.model, read_state_dict(found), name, f"file {found}")
+            return "pretrained", f"sha256:{file_digest(found)}"
+        if allow_download:
+            return self._download(name, source)
+        message = (f"no pretrained weights for backbone {name!r} in the local caches and downloads are off; "
+                   f"put <name>.safetensors in $MTL_WEIGHTS_DIR or give a weights file")
+        if on_missing == "error":
+            raise WeightsError(message)
+        log.warning("%s -- USING RANDOM INITIALISATION (seed %d) for %s", message, seed, name)
+        return "random", f"random-seed-{seed}"
+
+    def _download(self, name: str, source: str) -> tuple[str, str]:
+        if source == "timm":
+            import timm
+
+            fresh = timm.create_model(name, pretrained=True, num_classes=0)
+            fit_state_dict(self.model, fresh.state_dict(), name, "from the hub")
+            return "pretrained", str(fresh.pretrained_cfg.get("hf_hub_id") or fresh.pretrained_cfg.get("url"))
+        _, weights = cached_torchvision_weights(name)
+        if weights is None:
+            raise WeightsError(f"torchvision has no pretrained weights for {name!r}")
+        fit_state_dict(self.model, weights.get_state_dict(progress=False), name, "from torchvision")
+        return "pretrained", str(weights)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to the backbone's input size, make 3 channels and normalise. Input (B, 1|3, H, W) in [0, 1]."""
+        size = self.info.input_size
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1|3, H, W) in [0, 1] -> features (B, num_features)."""
+        return self._features(self.prepare(images))
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "avg":
+            return self.model(x).flatten(1)  # (B, F)
+        x = self.model.forward_features(x)  # (B, C, h, w)
+        if x.ndim != 4:
+            raise MTLError(f"backbone {self.model.__class__.__name__} has no spatial feature map; use pooling 'avg'")
+        return F.adaptive_avg_pool2d(x, self.grid).flatten(1)  # (B, C * g * g)
+
+
+class BackboneFusion(nn.Module):
+    """Runs several backbones on the same images and concatenates their pooled features (multi-model fusion).
+
+    Args:
+        names: timm or torchvision model names, e.g. ``["densenet161", "efficientnet_b7"]``.
+        weights: "pretrained", "random", or a dict name -> file path / "pretrained" / "random".
+        frozen: keep the backbones in eval mode without gradients (feature extraction).
+
+    Example:
+        >>> fusion = BackboneFusion(["test_resnet", "test_efficientnet"], weights="random", image_size=32)
+        >>> fusion(torch.rand(2, 1, 32, 32)).shape[1] == fusion.num_features
+        True
+    """
+
+    def __init__(self, names: list[str], *, weights: str | dict[str, str] = "pretrained", pooling: str = "avg",
+                 grid: int = 2, image_size: int | None = None, frozen: bool = True, allow_download: bool = False,
+                 on_missing_weights: str = "random", seed: int = 0) -> None:
+        super().__init__()
+        if not names:
+            raise MTLError("at least one backbone name is needed")
+        if len(set(names)) != len(names):
+            raise MTLError(f"backbone names must be unique, got {names}")
+        per_name = weights if isinstance(weights, dict) else {}
+        self.backbones = nn.ModuleList(
+            Backbone(n, weights=per_name.get(n, "pretrained") if per_name else weights, pooling=pooling, grid=grid,
+                     image_size=image_size, allow_download=allow_download, on_missing_weights=on_missing_weights,
+                     seed=seed + i)
+            for i, n in enumerate(names))
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    @property
+    def infos(self) -> list[BackboneInfo]:
+        """One :class:`BackboneInfo` per backbone, in order."""
+        return [b.info for b in self.backbones]
+
+    @property
+    def num_features(self) -> int:
+        """Width of the fused vector: the sum of the backbones' widths."""
+        return sum(i.num_features for i in self.infos)
+
+    @property
+    def uses_random_weights(self) -> bool:
+        """True when any backbone runs on random initialisation."""
+        return any(i.weights == "random" for i in self.infos)
+
+    def describe(self) -> list[dict]:
+        """JSON-able description of the backbones."""
+        return [asdict(i) for i in self.infos]
+
+    def train(self, mode: bool = True) -> BackboneFusion:
+        """Frozen backbones stay in eval mode (their batch-norm statistics never move)."""
+        return super().train(mode and not self.frozen)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return torch.cat([b(images) for b in self.backbones], dim=1)

@@ -1,0 +1,151 @@
+"""The ``mtl`` command line. User mistakes become one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MTLError
+
+EXIT_USER_ERROR = 2
+
+
+def _progress(**kwargs):
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train and evaluate an example folder."""
+    from .config import load_config
+    from .pipeline import execute
+
+    config = load_config(Path(args.dir), args.set)
+    result = execute(config, data=args.data, output=args.output, say=_say, progress=_progress)
+    print(result.table)
+    print(f"\nrun folder: {result.output} (wall time {result.metrics['run']['wall_time_s']} s)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config and its plugin without training."""
+    from .config import load_config
+    from .plugins import load_plugin
+    from .run import build_tasks
+
+    config = load_config(Path(args.dir), args.set)
+    plugin = load_plugin(config.plugin, config.plugin_options)
+    tasks = build_tasks(plugin, config)
+    from .losses import WEIGHTINGS
+
+    WEIGHTINGS.get(config.loss.strategy)
+    print(f"ok: plugin {config.plugin!r}, {len(tasks)} tasks ({', '.join(t.name for t in tasks)}), "
+          f"backbones {', '.join(config.model.backbones)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict every task for images with a finished run."""
+    from .predict import load_run, predict_images
+
+    run = load_run(Path(args.run_dir))
+    rows = predict_images(run, [Path(p) for p in args.images])
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ["image"] + [f"{t.name}" for t in run.tasks]
+    print(",".join(header))
+    for row in rows:
+        cells = [row["image"]]
+        for t in run.tasks:
+            p = row[t.name]
+            cells.append(f"{p['prediction']} ({p['probability']:.2f})" if "probability" in p
+                         else f"{p['prediction']} {p['unit']}".strip())
+        print(",".join(f'"{c}"' if "," in c else c for c in cells))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List installed plugins with their tasks."""
+    from .plugins import list_plugins, load_plugin
+
+    infos = list_plugins()
+    if not infos:
+        print("no plugins installed (entry-point group 'mtl.plugins')")
+    for info in infos:
+        try:
+            tasks = ", ".join(t.name for t in load_plugin(info.name).tasks())
+        except MTLError as exc:
+            tasks = f"(fails to load: {exc})"
+        print(f"{info.name}  {info.distribution} {info.version}  tasks: {tasks}")
+    return 0
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    """Write a plugin's synthetic data set."""
+    from .config import apply_overrides
+    from .plugins import load_plugin
+
+    plugin = load_plugin(args.plugin)
+    options = apply_overrides({}, args.option)
+    made = plugin.synthetic_data(Path(args.out), **options) if options else plugin.synthetic_data(Path(args.out))
+    if made is None:
+        raise MTLError(f"plugin {args.plugin!r} has no synthetic data generator")
+    print(f"wrote {made}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mtl``."""
+    parser = argparse.ArgumentParser(prog="mtl", description="Multi-task deep learning on medical images.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train and evaluate an example folder")
+    p.add_argument("dir", help="example folder with config.yaml (or a config file)")
+    p.add_argument("--data", type=Path, help="data folder (default: the config's, else synthetic data)")
+    p.add_argument("--output", type=Path, help="run folder to write")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("validate", help="check a config and its plugin without training")
+    p.add_argument("dir")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("predict", help="predict every task for images with a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("plugins", help="list installed plugins")
+    p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("synthesize", help="write a plugin's synthetic data set (e.g. the JSRT phantom)")
+    p.add_argument("plugin")
+    p.add_argument("out")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option")
+    p.set_defaults(func=cmd_synthesize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mtl`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except MTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

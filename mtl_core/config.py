@@ -1,0 +1,192 @@
+"""Run configuration: pydantic v2 models with ``extra="forbid"``, loaded from YAML/JSON and dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrunkConfig(Strict):
+    """The residual shared trunk."""
+
+    hidden: int = Field(512, ge=1, description="width of fc1 and of every residual block")
+    depth: int = Field(2, ge=0, description="number of residual blocks")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the fused features before fc1")
+    norm: Literal["none", "batch", "layer"] = "none"
+    residual: bool = Field(True, description="false turns the skip connections off (ablation)")
+
+
+class ModelConfig(Strict):
+    """Backbones, their fusion, and the trunk."""
+
+    backbones: list[str] = Field(default_factory=lambda: ["densenet161", "efficientnet_b7"], min_length=1)
+    weights: str | dict[str, str] = Field("pretrained", description="'pretrained', 'random', or name -> file")
+    on_missing_weights: Literal["random", "error"] = "random"
+    allow_download: bool = Field(False, description="let timm/torchvision download pretrained weights")
+    pooling: Literal["avg", "grid"] = "avg"
+    grid: int = Field(2, ge=1, le=16, description="grid x grid average pooling when pooling is 'grid'")
+    frozen: bool = Field(True, description="frozen backbones: features are extracted once and cached")
+    trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+
+
+class FallbackConfig(Strict):
+    """Model settings used instead when pretrained weights were asked for but cannot be had."""
+
+    backbones: list[str] | None = None
+    pooling: Literal["avg", "grid"] | None = None
+    grid: int | None = Field(None, ge=1, le=16)
+    image_size: int | None = Field(None, ge=16)
+    trunk: TrunkConfig | None = None
+    reason: str = ""
+
+
+class TaskOverride(Strict):
+    """Per-task settings that override the plugin's defaults."""
+
+    weight: float | None = Field(None, ge=0.0)
+    label_smoothing: float | None = Field(None, ge=0.0, lt=1.0)
+    enabled: bool = True
+
+
+class LossConfig(Strict):
+    """Weighted-loss composition."""
+
+    strategy: str = Field("static", description="weighting strategy: static, equal, uncertainty, dwa")
+
+
+class TrainConfig(Strict):
+    """Optimisation."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    patience: int = Field(15, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+
+class SplitConfig(Strict):
+    """Held-out split (stratified on the plugin's stratification key)."""
+
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="fraction of the training part for early stop")
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    """Where the data is and how images are prepared."""
+
+    path: str | None = Field(None, description="data folder; relative paths are relative to the config file")
+    image_size: int = Field(224, ge=16)
+    batch_size: int = Field(16, ge=1, description="batch size of feature extraction")
+    workers: int = Field(0, ge=0, description="DataLoader workers for decoding and resizing")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class RunConfig(Strict):
+    """Everything a run needs."""
+
+    plugin: str = Field(..., description="installed plugin name, or 'path/to/file.py:ClassName'")
+    plugin_options: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    fallback: FallbackConfig | None = None
+    tasks: dict[str, TaskOverride] = Field(default_factory=dict)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: str = Field("runs/latest", description="output folder (overridden by --output)")
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    value = first.get("input")
+    shown = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    hint = "; remove it or check its spelling" if first["type"] == "extra_forbidden" else ""
+    return f"{source}: {key}: {first['msg']}{shown}{hint}{more}"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON file into a dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def config_file(target: Path) -> Path:
+    """The config file of an example folder (``config.yaml``) or the file itself."""
+    target = Path(target)
+    if target.is_dir():
+        for name in ("config.yaml", "config.yml", "config.json"):
+            if (target / name).is_file():
+                return target / name
+        raise ConfigError(f"{target} has no config.yaml; an example folder needs one")
+    if not target.is_file():
+        raise ConfigError(f"{target} does not exist; give an example folder or a config file")
+    return target
+
+
+def load_config(target: Path | str, overrides: list[str] | None = None) -> RunConfig:
+    """Load and validate a run config from a folder or file, with dotted overrides applied."""
+    path = config_file(Path(target))
+    raw = apply_overrides(read_raw(path), overrides or [])
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, str(path))) from None
+    if config.data.path and not Path(config.data.path).expanduser().is_absolute():
+        config.data.path = str((path.parent / config.data.path).resolve())
+    return config
+
+
+def validate_model(model: type[BaseModel], raw: dict[str, Any], source: str) -> BaseModel:
+    """Validate ``raw`` with ``model``; a failure becomes a one-line :class:`ConfigError`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None

@@ -1,0 +1,55 @@
+"""``MultiTaskModel``: fusion -> residual shared trunk -> one head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import BackboneFusion
+from .errors import MTLError
+from .tasks import Task
+from .trunk import ResidualSharedTrunk
+
+
+class MultiTaskModel(nn.Module):
+    """Composes a :class:`BackboneFusion`, a :class:`ResidualSharedTrunk` and one linear head per task.
+
+    The same weights run from images (``model(images)``) or from cached fused features
+    (``model.forward_features(features)``), so a model trained on cached features predicts on new images directly.
+
+    Example:
+        >>> from mtl_core import BackboneFusion, ClassificationTask, RegressionTask, ResidualSharedTrunk
+        >>> fusion = BackboneFusion(["test_resnet"], weights="random", image_size=32)
+        >>> tasks = [ClassificationTask("kind", classes=["a", "b"]), RegressionTask("size")]
+        >>> model = MultiTaskModel(fusion, ResidualSharedTrunk(fusion.num_features, hidden=16), tasks)
+        >>> sorted(model(torch.rand(2, 1, 32, 32)))
+        ['kind', 'size']
+    """
+
+    def __init__(self, fusion: BackboneFusion | None, trunk: ResidualSharedTrunk, tasks: list[Task]) -> None:
+        super().__init__()
+        names = [t.name for t in tasks]
+        if not tasks or len(set(names)) != len(names):
+            raise MTLError(f"a model needs at least one task and unique task names, got {names}")
+        self.fusion = fusion
+        self.trunk = trunk
+        self.heads = nn.ModuleDict({t.name: nn.Linear(trunk.out_features, t.out_features) for t in tasks})
+
+    def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fused features (B, F) -> {task: (B, out_features)}."""
+        shared = self.trunk(features)  # (B, hidden)
+        return {name: head(shared) for name, head in self.heads.items()}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B, 1|3, H, W) in [0, 1] -> {task: (B, out_features)}."""
+        if self.fusion is None:
+            raise MTLError("this model has no backbones attached; call forward_features with cached features")
+        return self.forward_features(self.fusion(images))
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trunk and head weights (and backbone weights when the backbones are trained)."""
+        state = {f"trunk.{k}": v for k, v in self.trunk.state_dict().items()}
+        state.update({f"heads.{k}": v for k, v in self.heads.state_dict().items()})
+        if self.fusion is not None and not self.fusion.frozen:
+            state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})
+        return state

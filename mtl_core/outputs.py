@@ -1,0 +1,81 @@
+"""Files of a run folder: JSON, CSV, Markdown and safetensors only, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import RunError
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}; check the folder's permissions and free "
+                       f"space") from None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN becomes null)."""
+    atomic_write(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """Atomically write a CSV without the index."""
+    atomic_write(path, frame.to_csv(index=False))
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically save tensors as safetensors."""
+    from safetensors.torch import save
+
+    atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata=metadata))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else (a pickle, say) is refused without being unpickled."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise RunError(f"{path} is missing; is this a finished run folder?")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - not safetensors: refuse, never unpickle
+        raise RunError(f"{path} is not a valid safetensors file ({type(exc).__name__}); refusing to load it") from None
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file of a run folder with a clear error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; is {path.parent} a finished run folder?") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is unreadable or not JSON: {exc}") from None

@@ -1,0 +1,103 @@
+"""``mtl predict``: load a finished run folder and predict every task for new images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backbones import BackboneFusion
+from .config import ModelConfig
+from .data import load_image_tensor
+from .errors import MTLError, RunError
+from .model import MultiTaskModel
+from .outputs import load_weights, read_json
+from .tasks import BinaryTask, ClassificationTask, Task, task_from_schema
+from .trunk import ResidualSharedTrunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedRun:
+    """A trained model ready for images."""
+
+    model: MultiTaskModel
+    tasks: list[Task]
+    image_size: int
+    reader: Any
+
+
+def _reader(plugin_name: str):
+    """The plugin's image reader when it is installed; plugins named by a file path are never loaded here."""
+    from .imaging import read_image
+
+    if ".py:" in plugin_name or plugin_name.endswith(".py"):
+        return read_image
+    try:
+        from .plugins import load_plugin
+
+        return load_plugin(plugin_name).read_image
+    except MTLError as exc:
+        log.warning("plugin %r unavailable (%s); reading images with the core reader", plugin_name, exc)
+        return read_image
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from ``model.json`` and ``model.safetensors`` (no pickle anywhere)."""
+    from .pipeline import backbone_checksum
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} does not exist; give the --output folder of a finished `mtl run`")
+    schema = read_json(run_dir / "model.json")
+    state = load_weights(run_dir / "model.safetensors")
+    try:
+        tasks = [task_from_schema(t) for t in schema["tasks"]]
+        model_cfg = ModelConfig.model_validate(schema["model"])
+        size, seed = int(schema["image_size"]), int(schema["seed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{run_dir / 'model.json'} is not a valid task schema ({exc})") from None
+    fusion = BackboneFusion(model_cfg.backbones, weights=model_cfg.weights, pooling=model_cfg.pooling,
+                            grid=model_cfg.grid, image_size=size, frozen=model_cfg.frozen,
+                            allow_download=False, on_missing_weights="error", seed=seed)
+    fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
+    if fusion_state:
+        fusion.load_state_dict(fusion_state)
+    elif backbone_checksum(fusion) != schema.get("backbone_checksum"):
+        raise RunError(f"the backbones rebuilt for {run_dir} differ from the ones it was trained with (other "
+                       f"weights file or library version); predict where the run was made")
+    trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
+    model = MultiTaskModel(fusion, trunk, tasks)
+    rest = {k: v for k, v in state.items() if not k.startswith("fusion.")}
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    missing = [k for k in missing if not k.startswith("fusion.")]
+    if missing or unexpected:
+        raise RunError(f"{run_dir / 'model.safetensors'} does not fit its model.json ({len(missing)} missing, "
+                       f"{len(unexpected)} unexpected tensors)")
+    model.eval()
+    return LoadedRun(model, tasks, size, _reader(schema.get("plugin", "")))
+
+
+def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
+    """One task's prediction for one image in the task's own terms."""
+    if isinstance(task, ClassificationTask | BinaryTask):
+        probs = task.probabilities(output)[0]
+        best = int(np.argmax(probs))
+        return {"prediction": task.classes[best], "probability": round(float(probs[best]), 4)}
+    return {"prediction": round(float(task.decode(output)[0]), 3), "unit": task.unit}
+
+
+@torch.no_grad()
+def predict_images(run: LoadedRun, images: list[Path]) -> list[dict[str, Any]]:
+    """Predictions for each image: {"image": path, task: {"prediction": ..., "probability" | "unit": ...}}."""
+    rows = []
+    for path in images:
+        tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)
+        outputs = run.model(tensor)
+        rows.append({"image": str(path)} | {t.name: describe_prediction(t, outputs[t.name]) for t in run.tasks})
+    return rows

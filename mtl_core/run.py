@@ -1,0 +1,200 @@
+"""A complete run: plugin -> records -> split -> features -> training -> evaluation -> run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backbones import BackboneFusion
+from .config import ModelConfig, RunConfig
+from .data import Records, TensorData, load_image_tensor
+from .errors import DataError
+from .features import FeatureCache
+from .losses import LossComposer
+from .model import MultiTaskModel
+from .plugins import Plugin, load_plugin
+from .splits import holdout_split
+from .tasks import ClassificationTask, Task
+from .trainer import History, Trainer, TrainSettings, pick_device
+from .trunk import ResidualSharedTrunk
+from .weights import pretrained_available
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+def cache_dir() -> Path:
+    """``$MTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtl``, else ``~/.cache/mtl``."""
+    if os.environ.get("MTL_CACHE_DIR"):
+        return Path(os.environ["MTL_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mtl"
+
+
+def build_tasks(plugin: Plugin, config: RunConfig) -> list[Task]:
+    """The plugin's tasks with the config's per-task overrides (weight, label smoothing, enabled)."""
+    tasks = plugin.tasks()
+    names = [t.name for t in tasks]
+    for name in config.tasks:
+        if name not in names:
+            from .errors import ConfigError
+            from .registry import suggest
+
+            raise ConfigError(f"tasks: {suggest(name, names, 'task')}")
+    kept = []
+    for task in tasks:
+        override = config.tasks.get(task.name)
+        if override is None:
+            kept.append(task)
+            continue
+        if not override.enabled:
+            continue
+        if override.weight is not None:
+            task.weight = override.weight
+        if override.label_smoothing is not None and isinstance(task, ClassificationTask):
+            task.label_smoothing = override.label_smoothing
+        kept.append(task)
+    return kept
+
+
+@dataclass
+class Prepared:
+    """What a run needs before training: the plugin, its tasks, and the validated records."""
+
+    plugin: Plugin
+    tasks: list[Task]
+    data_dir: Path
+    records: Records
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_data_dir(plugin: Plugin, config: RunConfig, data: Path | None, say: Say) -> tuple[Path, list[str]]:
+    """--data, else the configured folder if it exists, else the plugin's synthetic data in the cache."""
+    if data is not None:
+        return Path(data).expanduser(), []
+    if config.data.path and Path(config.data.path).expanduser().exists():
+        return Path(config.data.path).expanduser(), []
+    target = cache_dir() / "synthetic" / plugin.name
+    made = plugin.synthetic_data(target)
+    if made is None:
+        raise DataError("no data folder: give --data PATH or set data.path in the config "
+                        f"({config.data.path or 'unset'} does not exist)")
+    note = f"no data folder given: using the synthetic data set of plugin {plugin.name!r} in {made}"
+    say(note)
+    return made, [note]
+
+
+def prepare(config: RunConfig, data: Path | None = None, say: Say = print) -> Prepared:
+    """Load the plugin, its tasks and the data; everything a user can get wrong fails here, before any output."""
+    plugin = load_plugin(config.plugin, config.plugin_options)
+    tasks = build_tasks(plugin, config)
+    data_dir, notes = resolve_data_dir(plugin, config, data, say)
+    records = plugin.load_records(data_dir)
+    records.validate(tasks, str(data_dir))
+    return Prepared(plugin, tasks, data_dir, records, notes)
+
+
+def effective_model(config: RunConfig) -> tuple[ModelConfig, int, str | None]:
+    """The model settings actually used, the image size, and why a fallback replaced them (or None)."""
+    model, size = config.model, config.data.image_size
+    fb = config.fallback
+    wants_pretrained = model.weights == "pretrained" and not model.allow_download
+    if fb is None or not wants_pretrained or all(pretrained_available(n) for n in model.backbones):
+        return model, size, None
+    missing = [n for n in model.backbones if not pretrained_available(n)]
+    update: dict[str, Any] = {k: v for k, v in {"backbones": fb.backbones, "pooling": fb.pooling, "grid": fb.grid,
+                                                "trunk": fb.trunk}.items() if v is not None}
+    update["weights"] = "random"
+    reason = (f"no pretrained weights for {', '.join(missing)}: using the fallback configuration "
+              f"({fb.reason or 'see the config'})")
+    return model.model_copy(update=update), fb.image_size or size, reason
+
+
+def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion:
+    """Backbones of a model config."""
+    return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
+                          image_size=image_size, frozen=model.frozen, allow_download=model.allow_download,
+                          on_missing_weights=model.on_missing_weights, seed=seed)
+
+
+def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, image_size: int,
+                   progress: Callable | None) -> tuple[torch.Tensor, bool, dict[str, int]]:
+    """Cached fused features for frozen backbones, else the resized images. Returns (inputs, is_features, stats)."""
+    paths = prep.records.paths
+    if fusion.frozen:
+        cache = FeatureCache(cache_dir() / "features")
+        feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
+                               batch_size=config.data.batch_size, workers=config.data.workers,
+                               device=pick_device(config.train.device), progress=progress)
+        return feats, True, {"cache_hits": cache.hits, "cache_misses": cache.misses}
+    images = torch.stack([load_image_tensor(p, prep.plugin.read_image, image_size) for p in paths])
+    return images, False, {}
+
+
+@dataclass
+class Fitted:
+    """A trained model with its split and history."""
+
+    model: MultiTaskModel
+    history: History
+    split: dict[str, np.ndarray]
+    outputs: dict[str, torch.Tensor]  # raw head outputs on the test part
+
+
+def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor, is_features: bool,
+                      fusion: BackboneFusion, model_cfg: ModelConfig, config: RunConfig,
+                      split: dict[str, np.ndarray], strategy: str | None = None) -> Fitted:
+    """Fit tasks' normalisation on the training part, train, and predict the test part."""
+    train_rec = records.subset(split["train"])
+    for task in tasks:
+        task.fit(np.asarray(train_rec.targets[task.name], np.float64))
+
+    def part(name: str) -> TensorData:
+        return TensorData.build(inputs[split[name]], records.subset(split[name]), tasks, is_features)
+
+    torch.manual_seed(config.train.seed)
+    trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
+    model = MultiTaskModel(None if is_features else fusion, trunk, tasks)
+    composer = LossComposer(tasks, strategy or config.loss.strategy)
+    trainer = Trainer(model, composer, TrainSettings(**config.train.model_dump()))
+    history = trainer.fit(part("train"), part("val"))
+    outputs = trainer.predict(part("test"))
+    model.fusion = fusion
+    return Fitted(model, history, split, outputs)
+
+
+def make_split(records: Records, plugin: Plugin, config: RunConfig) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices."""
+    key = plugin.stratify_key
+    strata = records.strata.get(key) if key else None
+    s = config.data.split
+    train, val, test = holdout_split(len(records), strata, s.test_fraction, s.val_fraction, s.seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def label_counts(tasks: list[Task], records: Records, split: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Number of labelled cases per task in each part."""
+    return {t.name: {part: int((~np.isnan(records.targets[t.name][idx])).sum()) for part, idx in split.items()}
+            for t in tasks}
+
+
+def evaluate(tasks: list[Task], records: Records, fitted: Fitted) -> dict[str, Any]:
+    """Per-task metrics and baselines on the test part."""
+    test = records.subset(fitted.split["test"])
+    return {t.name: t.evaluate(np.asarray(test.targets[t.name], np.float64), t.decode(fitted.outputs[t.name]))
+            for t in tasks}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Call ``fn`` and return (result, seconds)."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start

@@ -1,0 +1,125 @@
+"""Where backbone weights come from: a local file, an existing cache, the hub (only if allowed), or nowhere.
+
+Nothing here downloads unless ``allow_download`` is true. A weights file is read with safetensors or with
+``torch.load(..., weights_only=True)``, so loading one never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's contents (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a plain (weights-only) PyTorch file."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; give the path of a .safetensors or .pth file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
+        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str, source: str) -> None:
+    """Load ``state`` into ``model``; classifier keys the model lacks are ignored, anything else must fit."""
+    own = model.state_dict()
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or mismatched:
+        detail = f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else ""
+        if mismatched:
+            k = mismatched[0]
+            detail += ("; " if detail else "") + (f"{len(mismatched)} shape mismatches (e.g. {k}: file "
+                                                 f"{tuple(state[k].shape)}, model {tuple(own[k].shape)})")
+        raise WeightsError(f"weights {source} do not fit backbone {name!r}: {detail}; use weights saved from the "
+                           f"same architecture")
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def cached_timm_weights(pretrained_cfg: dict) -> Path | None:
+    """Return a cached pretrained file for a timm model (Hugging Face cache or torch hub cache), or None."""
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            for filename in ("model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(hub_id, filename)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return Path(found)
+    url = pretrained_cfg.get("url")
+    if url:
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def cached_torchvision_weights(name: str) -> tuple[Path | None, object | None]:
+    """Return (cached file, weights enum) for a torchvision model's default weights, without downloading."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None, None
+    candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return (candidate if candidate.is_file() else None), weights
+
+
+def local_weights_file(name: str) -> Path | None:
+    """A file named after the backbone in ``$MTL_WEIGHTS_DIR`` (``<name>.safetensors`` or ``.pth``), if any."""
+    folder = os.environ.get("MTL_WEIGHTS_DIR")
+    if not folder:
+        return None
+    for suffix in (".safetensors", ".pth", ".pt", ".bin"):
+        candidate = Path(folder) / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def pretrained_available(name: str) -> bool:
+    """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR`` or a cache)."""
+    if local_weights_file(name) is not None:
+        return True
+    import timm
+
+    if timm.is_model(name):
+        try:
+            cfg = timm.models.get_pretrained_cfg(name)
+        except Exception:  # noqa: BLE001 - a model without a pretrained config has no weights
+            return False
+        return cfg is not None and cached_timm_weights(cfg.to_dict()) is not None
+    return cached_torchvision_weights(name)[0] is not None
