@@ -31,6 +31,8 @@ class Records:
         targets: task name -> float64 array (N,), ``NaN`` for a missing label; class targets are class indices.
         strata: optional named groupings for breakdowns and stratified splits (name -> array of labels).
         groups: optional patient/group key per case, for group-aware splits.
+        masks: optional explicit label masks (task -> bool array, True = labelled). Where given, a NaN target
+            under a True mask is an error, and unlabelled targets are ignored whatever their value.
     """
 
     ids: list[str]
@@ -38,6 +40,7 @@ class Records:
     targets: dict[str, np.ndarray]
     strata: dict[str, np.ndarray] = field(default_factory=dict)
     groups: np.ndarray | None = None
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,7 +64,20 @@ class Records:
             values = np.asarray(self.targets[task.name], dtype=np.float64)
             if values.shape != (n,):
                 raise DataError(f"task {task.name!r}{where}: targets have shape {values.shape}, expected ({n},)")
+            if task.name in self.masks:
+                values = self._apply_mask(task.name, values, where)
             task.validate(values, where)
+            self.targets[task.name] = values
+
+    def _apply_mask(self, name: str, values: np.ndarray, where: str) -> np.ndarray:
+        mask = np.asarray(self.masks[name], dtype=bool)
+        if mask.shape != values.shape:
+            raise DataError(f"task {name!r}{where}: mask has shape {mask.shape}, targets {values.shape}")
+        bad = np.flatnonzero(mask & np.isnan(values))
+        if len(bad):
+            raise DataError(f"task {name!r}{where}: case {self.ids[bad[0]]!r} has a NaN target but is not marked "
+                            f"missing; fix the value or set its mask to False")
+        return np.where(mask, values, np.nan)
 
     def subset(self, index: np.ndarray) -> Records:
         """The cases at ``index`` (an integer array), in that order."""
@@ -71,6 +87,7 @@ class Records:
             targets={k: v[index] for k, v in self.targets.items()},
             strata={k: v[index] for k, v in self.strata.items()},
             groups=None if self.groups is None else self.groups[index],
+            masks={k: v[index] for k, v in self.masks.items()},
         )
 
 

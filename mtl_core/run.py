@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -82,7 +84,8 @@ def resolve_data_dir(plugin: Plugin, config: RunConfig, data: Path | None, say: 
         return Path(data).expanduser(), []
     if config.data.path and Path(config.data.path).expanduser().exists():
         return Path(config.data.path).expanduser(), []
-    target = cache_dir() / "synthetic" / plugin.name
+    options = json.dumps(plugin.options.model_dump(mode="json"), sort_keys=True)
+    target = cache_dir() / "synthetic" / plugin.name / hashlib.sha256(options.encode()).hexdigest()[:12]
     made = plugin.synthetic_data(target)
     if made is None:
         raise DataError("no data folder: give --data PATH or set data.path in the config "
