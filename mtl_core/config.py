@@ -38,6 +38,7 @@ class ModelConfig(Strict):
     pooling: Literal["avg", "grid"] = "avg"
     grid: int = Field(2, ge=1, le=16, description="grid x grid average pooling when pooling is 'grid'")
     frozen: bool = Field(True, description="frozen backbones: features are extracted once and cached")
+    standardize_features: bool = Field(True, description="z-score each fused feature with training statistics")
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from .backbones import BackboneFusion
 from .data import ImageDataset, ImageReader
+from .errors import MTLError
 from .weights import file_digest
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,18 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
     out = torch.empty(len(paths), fusion.num_features)
     bar = progress(total=len(paths), desc="extract", unit="img") if progress else None
     with torch.inference_mode():
-        for index, images in loader:
-            out[index] = fusion(images.to(device, non_blocking=True)).float().cpu()
+        try:
+            for index, images in loader:
+                out[index] = fusion(images.to(device, non_blocking=True)).float().cpu()
+                if bar:
+                    bar.update(len(index))
+        except MTLError as exc:  # a worker's error arrives wrapped in its traceback text: keep the message
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            message = lines[-1].split(": ", 1)[-1] if workers and len(lines) > 1 else str(exc)
+            raise type(exc)(message) from None
+        finally:
             if bar:
-                bar.update(len(index))
-    if bar:
-        bar.close()
+                bar.close()
     return out
 
 

@@ -33,10 +33,23 @@ class MultiTaskModel(nn.Module):
             raise MTLError(f"a model needs at least one task and unique task names, got {names}")
         self.fusion = fusion
         self.trunk = trunk
+        # Per-feature standardisation of the fused vector, fit on the training features (identity until fit).
+        self.register_buffer("feature_mean", torch.zeros(trunk.fc1[1].in_features))
+        self.register_buffer("feature_std", torch.ones(trunk.fc1[1].in_features))
         self.heads = nn.ModuleDict({t.name: nn.Linear(trunk.out_features, t.out_features) for t in tasks})
+
+    @torch.no_grad()
+    def fit_feature_norm(self, features: torch.Tensor) -> None:
+        """Standardise each fused feature with the mean and std of the training features (N, F)."""
+        self.feature_mean.copy_(features.mean(dim=0))
+        if len(features) > 1:
+            std = features.std(dim=0)
+            # A feature (nearly) constant in training must not explode on new cases: floor at 1% of the mean std.
+            self.feature_std.copy_(std.clamp(min=max(1e-6, 1e-2 * float(std.mean()))))
 
     def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused features (B, F) -> {task: (B, out_features)}."""
+        features = (features - self.feature_mean) / self.feature_std
         shared = self.trunk(features)  # (B, hidden)
         return {name: head(shared) for name, head in self.heads.items()}
 
@@ -48,7 +61,8 @@ class MultiTaskModel(nn.Module):
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Trunk and head weights (and backbone weights when the backbones are trained)."""
-        state = {f"trunk.{k}": v for k, v in self.trunk.state_dict().items()}
+        state = {"feature_mean": self.feature_mean, "feature_std": self.feature_std}
+        state.update({f"trunk.{k}": v for k, v in self.trunk.state_dict().items()})
         state.update({f"heads.{k}": v for k, v in self.heads.state_dict().items()})
         if self.fusion is not None and not self.fusion.frozen:
             state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})

@@ -54,6 +54,14 @@ def backbone_checksum(fusion: BackboneFusion) -> str:
     return digest.hexdigest()
 
 
+def weights_used(fusion: BackboneFusion, model_cfg) -> dict[str, str]:
+    """Per backbone, what was actually loaded: "random" when pretrained weights could not be had."""
+    asked = model_cfg.weights
+    return {i.name: "random" if i.weights == "random" else (asked.get(i.name, "pretrained")
+                                                             if isinstance(asked, dict) else asked)
+            for i in fusion.infos}
+
+
 def _value_names(task: Task, values: np.ndarray) -> list[Any]:
     if isinstance(task, ClassificationTask | BinaryTask):
         return ["" if np.isnan(v) else task.classes[int(v)] for v in values]
@@ -82,7 +90,7 @@ def model_schema(config: RunConfig, prep: Prepared, fusion: BackboneFusion, mode
         "plugin_options": config.plugin_options,
         "image_size": image_size,
         "seed": config.train.seed,
-        "model": model_cfg.model_dump(),
+        "model": model_cfg.model_dump() | {"weights": weights_used(fusion, model_cfg)},
         "backbones": fusion.describe(),
         "backbone_checksum": backbone_checksum(fusion),
         "tasks": [t.describe() for t in tasks],

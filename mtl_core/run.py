@@ -166,6 +166,8 @@ def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor,
     torch.manual_seed(config.train.seed)
     trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
     model = MultiTaskModel(None if is_features else fusion, trunk, tasks)
+    if is_features and model_cfg.standardize_features:
+        model.fit_feature_norm(inputs[split["train"]])
     composer = LossComposer(tasks, strategy or config.loss.strategy)
     trainer = Trainer(model, composer, TrainSettings(**config.train.model_dump()))
     history = trainer.fit(part("train"), part("val"))

@@ -101,11 +101,11 @@ class Trainer:
                     out.total.backward()
                     optimiser.step()
             n = len(batch["id"])
-            sums["total"] = sums.get("total", 0.0) + float(out.total) * n
+            sums["total"] = sums.get("total", 0.0) + float(out.total.detach()) * n
             counts["total"] = counts.get("total", 0) + n
             for name, loss in out.per_task.items():
                 labelled = int(masks[name].sum())
-                sums[name] = sums.get(name, 0.0) + float(loss) * labelled
+                sums[name] = sums.get(name, 0.0) + float(loss.detach()) * labelled
                 counts[name] = counts.get(name, 0) + labelled
             weights = out.weights
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights

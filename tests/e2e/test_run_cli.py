@@ -1,0 +1,115 @@
+"""`mtl run`, `mtl predict`, `mtl plugins`, `mtl validate` driven as a user would, on a small phantom."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pydicom
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from .conftest import EXAMPLE, FAST, mtl
+
+TASKS = ["subtlety", "state", "position", "diagnosis", "x", "y", "size"]
+
+
+def test_run_writes_all_outputs(finished_run):
+    out, done = finished_run
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "model.safetensors", "model.json",
+                 "history.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["tasks"]) == sorted(TASKS)
+    for name, task in metrics["tasks"].items():
+        assert task["kind"] in ("classification", "regression")
+        keys = ("accuracy", "f1_macro") if task["kind"] == "classification" else ("mse", "mae")
+        for key in keys:
+            assert key in task["metrics"] and key in task["baseline"], (name, key)
+        assert task["n"] > 0
+    # held-out label counts: non-nodules carry no nodule labels, so nodule tasks have fewer labels than state
+    assert metrics["tasks"]["x"]["n"] < metrics["tasks"]["state"]["n"]
+    assert "RANDOM INITIALISATION" in (out / "report.md").read_text()
+    assert "subtlety" in done.stdout and "baseline" in done.stdout
+
+
+def test_predictions_csv_has_truth_and_prediction_per_task(finished_run):
+    out, _ = finished_run
+    frame = pd.read_csv(out / "predictions.csv")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(frame) == metrics["tasks"]["state"]["n"]
+    for task in TASKS:
+        assert f"{task}_true" in frame and f"{task}_pred" in frame
+    non_nodule = frame["state_true"] == "non-nodule"
+    assert frame.loc[non_nodule, "x_true"].isna().all()
+    assert set(frame["state_pred"]) <= {"benign", "malignant", "non-nodule"}
+
+
+def _write_dicom(path, pixels: np.ndarray) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.PatientName, ds.PatientID = "Doe^Jane", "SECRET-ID-123"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_predict_png_and_dicom_print_all_tasks(finished_run, phantom, tmp_path, cache_env):
+    out, _ = finished_run
+    png = sorted((phantom / "images").glob("*.png"))[0]
+    dcm = tmp_path / "case.dcm"
+    _write_dicom(dcm, (np.asarray(Image.open(png), dtype=np.float64) / 255 * 4095).astype(np.uint16))
+    done = mtl("predict", str(out), str(png), str(dcm), "--format", "json", env=cache_env)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == 2
+    for row in rows:
+        for task in TASKS:
+            assert "prediction" in row[task]
+        assert row["state"]["prediction"] in ("benign", "malignant", "non-nodule")
+        assert 0.0 <= row["state"]["probability"] <= 1.0
+        assert row["x"]["unit"] == "px" and row["size"]["unit"] == "mm"
+    assert "SECRET-ID-123" not in done.stdout and "Doe" not in done.stdout
+    csv = mtl("predict", str(out), str(png), env=cache_env)
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].split(",")[1:] == TASKS
+
+
+def test_predict_on_training_image_matches_run_predictions(finished_run, phantom, cache_env):
+    """The saved model applied to a raw image reproduces the prediction made on cached features."""
+    out, _ = finished_run
+    frame = pd.read_csv(out / "predictions.csv")
+    case = frame.iloc[0]
+    image = phantom / "images" / case["id"]
+    done = mtl("predict", str(out), str(image), "--format", "json", env=cache_env)
+    row = json.loads(done.stdout)[0]
+    assert row["state"]["prediction"] == case["state_pred"]
+    assert row["subtlety"]["prediction"] == case["subtlety_pred"]
+    assert abs(row["x"]["prediction"] - case["x_pred"]) < 0.01 * 2048
+
+
+def test_plugins_lists_jsrt():
+    done = mtl("plugins")
+    assert done.returncode == 0
+    assert "jsrt_res_mtnet" in done.stdout and "subtlety" in done.stdout
+
+
+def test_validate_accepts_example_and_rejects_typo():
+    assert mtl("validate", str(EXAMPLE)).returncode == 0
+    bad = mtl("validate", str(EXAMPLE), "--set", "train.epoch=3")
+    assert bad.returncode == 2
+    assert "train.epoch" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_warm_rerun_hits_the_feature_cache(phantom, tmp_path, cache_env):
+    first = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(tmp_path / "a"), *FAST, env=cache_env)
+    assert first.returncode == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["run"]["feature_cache"]["cache_misses"] == 0  # the session's first run filled it
