@@ -169,7 +169,7 @@ def load_plugin(name: str, options: dict[str, Any] | None = None) -> Plugin:
     """Import the plugin ``name`` (entry point or file spec), validate its options and tasks, and build it.
 
     Example:
-        >>> plugin = load_plugin("jsrt_res_mtnet", {"diagnosis": "grouped"})  # doctest: +SKIP
+        >>> plugin = load_plugin("my_dataset", {"some_option": 1})  # doctest: +SKIP
         >>> [t.name for t in plugin.tasks()]  # doctest: +SKIP
     """
     cls, origin = _load_class(name)
