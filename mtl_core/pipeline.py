@@ -25,6 +25,7 @@ from .run import (
     Prepared,
     Say,
     build_fusion,
+    cache_dir,
     compute_inputs,
     effective_model,
     evaluate,
@@ -129,9 +130,11 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     fusion = build_fusion(model_cfg, image_size, config.train.seed)
     if fusion.uses_random_weights:
         say("WARNING: backbones use RANDOM INITIALISATION (no pretrained weights); this is recorded in the outputs")
+    say(f"caches: {cache_dir()} (set MTL_CACHE_DIR to move them)")
     inputs, is_features, stats = compute_inputs(prep, fusion, config, image_size, progress)
     split = make_split(prep.records, prep.plugin, config)
-    fitted = train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split)
+    fitted = train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split,
+                               progress=progress)
     tasks_metrics = evaluate(prep.tasks, prep.records, fitted)
     for task in prep.tasks:
         tasks_metrics[task.name]["unit"] = task.unit

@@ -133,6 +133,7 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, im
     """Cached fused features for frozen backbones, else the resized images. Returns (inputs, is_features, stats)."""
     paths = prep.records.paths
     if fusion.frozen:
+        log.info("feature cache: %s", cache_dir() / "features")
         cache = FeatureCache(cache_dir() / "features")
         feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
                                batch_size=config.data.batch_size, workers=config.data.workers,
@@ -154,7 +155,8 @@ class Fitted:
 
 def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor, is_features: bool,
                       fusion: BackboneFusion, model_cfg: ModelConfig, config: RunConfig,
-                      split: dict[str, np.ndarray], strategy: str | None = None) -> Fitted:
+                      split: dict[str, np.ndarray], strategy: str | None = None,
+                      progress: Callable | None = None) -> Fitted:
     """Fit tasks' normalisation on the training part, train, and predict the test part."""
     train_rec = records.subset(split["train"])
     for task in tasks:
@@ -170,7 +172,7 @@ def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor,
         model.fit_feature_norm(inputs[split["train"]])
     composer = LossComposer(tasks, strategy or config.loss.strategy)
     trainer = Trainer(model, composer, TrainSettings(**config.train.model_dump()))
-    history = trainer.fit(part("train"), part("val"))
+    history = trainer.fit(part("train"), part("val"), progress=progress)
     outputs = trainer.predict(part("test"))
     model.fusion = fusion
     return Fitted(model, history, split, outputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,8 +111,12 @@ class Trainer:
             weights = out.weights
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
 
-    def fit(self, train: TensorData, val: TensorData | None = None) -> History:
-        """Train, early-stop on the validation total loss, restore the best weights; returns the history."""
+    def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None) -> History:
+        """Train, early-stop on the validation total loss, restore the best weights; returns the history.
+
+        Args:
+            progress: optional tqdm-like factory for an epoch progress bar.
+        """
         s = self.settings
         seed_everything(s.seed)
         self.model.to(self.device)
@@ -119,7 +124,12 @@ class Trainer:
         optimiser = self._optimiser()
         generator = torch.Generator().manual_seed(s.seed)
         history, best, best_state, waited = History(), float("inf"), None, 0
+        bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
         for epoch in range(s.epochs):
+            if bar:
+                bar.update(1)
+                if history.val:
+                    bar.set_postfix(val_loss=f"{history.val[-1]['total']:.3f}")
             self.model.train()
             train_losses, weights = self._run_epoch(train, optimiser, generator)
             self.composer.weighting.end_epoch({k: v for k, v in train_losses.items() if k != "total"})
@@ -137,6 +147,8 @@ class Trainer:
                 if waited >= s.patience:
                     log.info("early stop at epoch %d (best %d)", epoch + 1, history.best_epoch + 1)
                     break
+        if bar:
+            bar.close()
         if best_state is not None:
             self.model.load_state_dict(best_state)
         else:
