@@ -47,6 +47,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .losses import WEIGHTINGS
 
     WEIGHTINGS.get(config.loss.strategy)
+    from .run import effective_model
+
+    _, _, fallback = effective_model(config)
+    if fallback:
+        print(f"note: {fallback}")
     print(f"ok: plugin {config.plugin!r}, {len(tasks)} tasks ({', '.join(t.name for t in tasks)}), "
           f"backbones {', '.join(config.model.backbones)}")
     return 0

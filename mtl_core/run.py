@@ -20,7 +20,7 @@ from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
 from .errors import DataError
 from .features import FeatureCache
-from .losses import LossComposer
+from .losses import WEIGHTINGS, LossComposer
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
 from .splits import holdout_split
@@ -99,6 +99,7 @@ def prepare(config: RunConfig, data: Path | None = None, say: Say = print) -> Pr
     """Load the plugin, its tasks and the data; everything a user can get wrong fails here, before any output."""
     plugin = load_plugin(config.plugin, config.plugin_options)
     tasks = build_tasks(plugin, config)
+    WEIGHTINGS.get(config.loss.strategy)  # an unknown strategy fails now, not after feature extraction
     data_dir, notes = resolve_data_dir(plugin, config, data, say)
     records = plugin.load_records(data_dir)
     records.validate(tasks, str(data_dir))
