@@ -112,7 +112,8 @@ class Backbone(nn.Module):
 
     def _width(self, source: str, size: int) -> int:
         if source == "timm" and self.pooling == "avg":
-            return int(self.model.num_features)
+            # models with a pre-logits layer output head_hidden_size features, the others num_features
+            return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         # torchvision models carry no width metadata, and a timm model's last feature map can be wider or narrower
         # than num_features (conv heads): measure it once on a blank image.
         with torch.no_grad():
@@ -175,7 +176,9 @@ class Backbone(nn.Module):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "avg":
             return self.model(x).flatten(1)  # (B, F)
-        x = self.model.forward_features(x)  # (B, C, h, w)
+        x = self.model.forward_features(x)  # (B, C, h, w), or (B, h, w, C) for channels-last models
+        if x.ndim == 4 and getattr(self.model, "output_fmt", "NCHW") == "NHWC":
+            x = x.permute(0, 3, 1, 2)
         if x.ndim != 4:
             raise MTLError(f"backbone {self.model.__class__.__name__} has no spatial feature map; use pooling 'avg'")
         return F.adaptive_avg_pool2d(x, self.grid).flatten(1)  # (B, C * g * g)
@@ -203,11 +206,15 @@ class BackboneFusion(nn.Module):
             raise MTLError("at least one backbone name is needed")
         if len(set(names)) != len(names):
             raise MTLError(f"backbone names must be unique, got {names}")
-        per_name = weights if isinstance(weights, dict) else {}
+        if isinstance(weights, dict):
+            unknown = sorted(set(weights) - set(names))
+            if unknown:
+                raise MTLError(f"weights given for {unknown[0]!r}, which is not among the backbones "
+                               f"({', '.join(names)}); " + suggest(unknown[0], names, "backbone"))
         self.backbones = nn.ModuleList(
-            Backbone(n, weights=per_name.get(n, "pretrained") if per_name else weights, pooling=pooling, grid=grid,
-                     image_size=image_size, allow_download=allow_download, on_missing_weights=on_missing_weights,
-                     seed=seed + i)
+            Backbone(n, weights=weights.get(n, "pretrained") if isinstance(weights, dict) else weights,
+                     pooling=pooling, grid=grid, image_size=image_size, allow_download=allow_download,
+                     on_missing_weights=on_missing_weights, seed=seed + i)
             for i, n in enumerate(names))
         self.frozen = frozen
         if frozen:

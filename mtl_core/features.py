@@ -2,8 +2,8 @@
 
 The cache key of an entry covers the image bytes (SHA-256 of each file), the preprocessing, the backbones with
 their pooling and weights' identity, and the library versions, so any change misses the cache and nothing stale
-is reused. Entries are grouped into 16 buckets by image digest: adding or changing one image recomputes only its
-bucket. Each entry is a safetensors file whose metadata carries a checksum of the tensor, checked on read.
+is reused. Entries are grouped into 16 bucket files by image digest; a lookup is per image, so adding or changing
+one image extracts only that image. Each bucket file carries a checksum of its tensor, checked on read.
 """
 
 from __future__ import annotations
@@ -103,50 +103,49 @@ class FeatureCache:
         self.hits = 0  # images served from the cache
         self.misses = 0  # images extracted
 
-    def _load(self, path: Path, digests: list[str]) -> torch.Tensor | None:
+    def _load(self, path: Path) -> dict[str, torch.Tensor]:
+        """Digest -> features of one bucket file; empty when absent or corrupt (a corrupt file is dropped)."""
         if not path.is_file():
-            return None
+            return {}
         try:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
                 tensor = fh.get_tensor("features")
-            if json.loads(meta.get("digests", "[]")) != digests or meta.get("checksum") != _tensor_checksum(tensor):
-                raise ValueError("checksum or contents do not match")
-            return tensor
+            digests = json.loads(meta.get("digests", "[]"))
+            if meta.get("checksum") != _tensor_checksum(tensor) or len(digests) != len(tensor):
+                raise ValueError("checksum does not match the contents")
+            return dict(zip(digests, tensor, strict=True))
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
             log.warning("dropping corrupt feature cache entry %s (%s); recomputing", path, exc)
             path.unlink(missing_ok=True)
-            return None
+            return {}
 
     def features(self, fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
-                 reader_id: str = "", **extract_options) -> torch.Tensor:
-        """Features (N, F) for ``paths``, from the cache where possible; misses are extracted and stored."""
+                 reader_id: str | None = None, **extract_options) -> torch.Tensor:
+        """Features (N, F) for ``paths``, from the cache where possible; misses are extracted and stored.
+
+        Args:
+            reader_id: identity of ``reader`` in the cache key; its qualified name when not given.
+        """
+        reader_id = reader_id or f"{getattr(reader, '__module__', '')}.{getattr(reader, '__qualname__', reader)}"
         digests = [file_digest(Path(p)) for p in paths]
         folder = self.root / extractor_key(fusion, image_size, reader_id)[:32]
         first_path = dict(zip(reversed(digests), reversed(list(paths)), strict=True))
-        by_digest: dict[str, torch.Tensor] = {}
-        missing: dict[Path, list[str]] = {}
-        for bucket in BUCKETS:
-            members = sorted(d for d in first_path if d[0] == bucket)
-            if not members:
-                continue
-            content = hashlib.sha256("".join(members).encode()).hexdigest()[:32]
-            entry = folder / f"{bucket}-{content}.safetensors"
-            tensor = self._load(entry, members)
-            if tensor is None:
-                missing[entry] = members
-            else:
-                by_digest.update(zip(members, tensor, strict=True))
-        self.hits, self.misses = self.hits + len(by_digest), self.misses + sum(len(m) for m in missing.values())
-        if missing:  # one extraction pass over every missed image, then one entry per bucket
-            todo = [d for members in missing.values() for d in members]
+        stored = {b: self._load(folder / f"{b}.safetensors") for b in sorted({d[0] for d in first_path})}
+        by_digest = {d: stored[d[0]][d] for d in first_path if d in stored[d[0]]}
+        todo = [d for d in first_path if d not in by_digest]
+        self.hits, self.misses = self.hits + len(by_digest), self.misses + len(todo)
+        if todo:  # one extraction pass over every missed image, then each touched bucket is rewritten whole
             fresh = extract_features(fusion, [first_path[d] for d in todo], reader, image_size, **extract_options)
             by_digest.update(zip(todo, fresh, strict=True))
-            for entry, members in missing.items():
-                tensor = torch.stack([by_digest[d] for d in members])
-                _atomic_save(tensor, {"digests": json.dumps(members), "checksum": _tensor_checksum(tensor)}, entry)
+            for bucket in sorted({d[0] for d in todo}):
+                merged = stored[bucket] | {d: by_digest[d] for d in todo if d[0] == bucket}
+                members = sorted(merged)
+                tensor = torch.stack([merged[d] for d in members])
+                _atomic_save(tensor, {"digests": json.dumps(members), "checksum": _tensor_checksum(tensor)},
+                             folder / f"{bucket}.safetensors")
         return torch.stack([by_digest[d] for d in digests]) if digests else torch.empty(0, fusion.num_features)
 
 

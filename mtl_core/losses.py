@@ -141,7 +141,13 @@ class LossComposer(nn.Module):
                 masks: dict[str, torch.Tensor]) -> LossOutput:
         """Outputs {task: (B, K)}, targets {task: (B,)}, masks {task: (B,) bool} -> :class:`LossOutput`."""
         per_task = {n: t.loss(outputs[n], targets[n], masks[n]) for n, t in self.tasks.items()}
-        weights = self.weighting(per_task)
+        # Only tasks with labels in this batch are weighted: an unlabelled task must not move a learned weight.
+        present = {n: loss for n, loss in per_task.items() if bool(masks[n].any())}
         device = next(iter(per_task.values())).device
-        total = sum(weights[n].to(device) * per_task[n] for n in per_task) + self.weighting.regulariser().to(device)
-        return LossOutput(total=total, per_task=per_task, weights={n: float(w) for n, w in weights.items()})
+        total = sum(per_task.values()) * 0.0  # zero, but part of the graph so backward() still works
+        weights: dict[str, float] = {n: 0.0 for n in per_task}
+        if present:
+            learned = self.weighting(present)
+            total = sum(learned[n].to(device) * present[n] for n in present) + self.weighting.regulariser().to(device)
+            weights.update({n: float(w.detach()) for n, w in learned.items()})
+        return LossOutput(total=total, per_task=per_task, weights=weights)

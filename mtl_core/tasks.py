@@ -150,6 +150,7 @@ class ClassificationTask(Task):
         return torch.from_numpy(np.where(mask, values, 0).astype(np.int64)), torch.from_numpy(mask)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        target = torch.where(mask, target, torch.zeros_like(target))  # masked garbage never reaches the loss
         per_case = F.cross_entropy(output.float(), target, reduction="none", label_smoothing=self.label_smoothing)
         return masked_mean(per_case, mask)
 
@@ -205,7 +206,8 @@ class BinaryTask(Task):
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=output.device)
-        per_case = F.binary_cross_entropy_with_logits(output.float().reshape(-1), target.float(), reduction="none",
+        target = torch.where(mask, target.float(), torch.zeros_like(target, dtype=torch.float32))
+        per_case = F.binary_cross_entropy_with_logits(output.float().reshape(-1), target, reduction="none",
                                                       pos_weight=pos_weight)
         return masked_mean(per_case, mask)
 
@@ -257,6 +259,7 @@ class RegressionTask(Task):
     _offset: float = field(default=0.0, init=False, repr=False)
     _scale: float = field(default=1.0, init=False, repr=False)
     _mean: float = field(default=0.0, init=False, repr=False)
+    _range: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -283,8 +286,7 @@ class RegressionTask(Task):
             self._offset, self._scale = self._mean, float(labelled.std()) or 1.0
         elif self.normalize == "minmax":
             self._offset, self._scale = float(labelled.min()), float(np.ptp(labelled)) or 1.0
-        if self.value_range is None:
-            self.value_range = float(np.ptp(labelled)) or None
+        self._range = self.value_range if self.value_range is not None else (float(np.ptp(labelled)) or None)
 
     def encode(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mask = ~np.isnan(values)
@@ -293,6 +295,7 @@ class RegressionTask(Task):
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pred = output.float().reshape(-1)
+        target = torch.where(mask, target.float(), torch.zeros_like(target, dtype=torch.float32))
         if self.loss_name == "mse":
             per_case = F.mse_loss(pred, target, reduction="none")
         elif self.loss_name == "l1":
@@ -305,19 +308,19 @@ class RegressionTask(Task):
         return output.float().reshape(-1).cpu().numpy().astype(np.float64) * self._scale + self._offset
 
     def score(self, truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
-        return M.regression_errors(truth, prediction, self.value_range)
+        return M.regression_errors(truth, prediction, self._range)
 
     def baseline_prediction(self, n: int) -> np.ndarray:
         return np.full(n, self._mean)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "loss": self.loss_name, "normalize": self.normalize,
-                "value_range": self.value_range, "offset": self._offset, "scale": self._scale, "mean": self._mean}
+                "value_range": self._range, "offset": self._offset, "scale": self._scale, "mean": self._mean}
 
     def restore(self, schema: dict[str, Any]) -> None:
         """Restore the fitted normalisation from :meth:`describe` output."""
         self._offset, self._scale, self._mean = schema["offset"], schema["scale"], schema["mean"]
-        self.value_range = schema.get("value_range")
+        self._range = schema.get("value_range")
 
 
 def task_from_schema(schema: dict[str, Any]) -> Task:

@@ -139,9 +139,10 @@ class Trainer:
                 continue
             val_losses = self.evaluate_loss(val)
             history.val.append(val_losses)
-            if val_losses["total"] < best - 1e-9:
-                best, waited, history.best_epoch = val_losses["total"], 0, epoch
-                best_state = copy.deepcopy(self.model.state_dict())
+            score = self.stopping_score(val_losses)
+            if score < best - 1e-9:
+                best, waited, history.best_epoch = score, 0, epoch
+                best_state = copy.deepcopy((self.model.state_dict(), self.composer.state_dict()))
             else:
                 waited += 1
                 if waited >= s.patience:
@@ -150,10 +151,16 @@ class Trainer:
         if bar:
             bar.close()
         if best_state is not None:
-            self.model.load_state_dict(best_state)
+            self.model.load_state_dict(best_state[0])
+            self.composer.load_state_dict(best_state[1])
         else:
             history.best_epoch = len(history.train) - 1
         return history
+
+    def stopping_score(self, val_losses: dict[str, float]) -> float:
+        """Early-stopping criterion: per-task validation losses summed with the tasks' static weights, so that
+        adaptive weightings, whose weights move between epochs, are compared on a fixed scale."""
+        return sum(task.weight * val_losses.get(name, 0.0) for name, task in self.composer.tasks.items())
 
     @torch.no_grad()
     def evaluate_loss(self, data: TensorData) -> dict[str, float]:
