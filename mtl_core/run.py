@@ -19,6 +19,7 @@ from .backbones import BackboneFusion
 from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
 from .errors import DataError
+from .evaluation import evaluate_outputs
 from .features import FeatureCache
 from .losses import WEIGHTINGS, LossComposer
 from .model import MultiTaskModel
@@ -196,9 +197,7 @@ def label_counts(tasks: list[Task], records: Records, split: dict[str, np.ndarra
 
 def evaluate(tasks: list[Task], records: Records, fitted: Fitted) -> dict[str, Any]:
     """Per-task metrics and baselines on the test part."""
-    test = records.subset(fitted.split["test"])
-    return {t.name: t.evaluate(np.asarray(test.targets[t.name], np.float64), t.decode(fitted.outputs[t.name]))
-            for t in tasks}
+    return evaluate_outputs(tasks, fitted.outputs, records.subset(fitted.split["test"]).targets)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
