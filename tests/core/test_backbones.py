@@ -15,12 +15,6 @@ from mtl_core.weights import file_digest, pretrained_available
 
 SIZE = 32
 
-_HEAD_BUG = ("BUG: backbones.py Backbone._width: for timm models with avg pooling the width is taken from "
-             "model.num_features, but a model with a pre-logits head (head_hidden_size, e.g. MambaOut, MobileNetV3) "
-             "returns head_hidden_size features")
-_NHWC_BUG = ("BUG: backbones.py Backbone._features: grid pooling assumes forward_features is NCHW; channels-last "
-             "models (MambaOut, Swin) are pooled over (W, C) and yield grid*grid values instead of C*grid*grid")
-
 # (backbone, pooling, expected width of its pooled vector at 32x32 with grid 2) -- a shape table
 WIDTH_CASES = [
     pytest.param("test_resnet", "avg", 96, id="timm-resnet-avg"),
@@ -28,10 +22,8 @@ WIDTH_CASES = [
     pytest.param("test_resnet", "grid", 96 * 4, id="timm-resnet-grid"),
     pytest.param("test_efficientnet", "grid", 256 * 4, id="timm-efficientnet-grid"),
     pytest.param("squeezenet1_1", "avg", 512, id="torchvision-squeezenet-avg"),
-    pytest.param("test_mambaout", "avg", 256, id="timm-mambaout-avg",
-                 marks=pytest.mark.xfail(reason=_HEAD_BUG, strict=True)),
-    pytest.param("test_mambaout", "grid", 64 * 4, id="timm-mambaout-grid",
-                 marks=pytest.mark.xfail(reason=_NHWC_BUG, strict=True)),
+    pytest.param("test_mambaout", "avg", 256, id="timm-mambaout-avg"),
+    pytest.param("test_mambaout", "grid", 64 * 4, id="timm-mambaout-grid"),
 ]
 
 
@@ -146,17 +138,11 @@ def test_invalid_fusion_settings_raise_mtl_error(names, options, words):
         BackboneFusion(names, weights="random", image_size=SIZE, **options)
 
 
-@pytest.mark.xfail(reason="BUG: backbones.py BackboneFusion.__init__: a per-backbone weights dict is read with "
-                          "per_name.get(n, 'pretrained'), so a key that names no backbone (a typo) is silently "
-                          "ignored and that backbone quietly falls back to random weights", strict=True)
 def test_weights_for_an_unknown_backbone_name_are_an_error():
     with pytest.raises(MTLError, match="Did you mean 'test_resnet'"):
         BackboneFusion(["test_resnet"], weights={"test_resnt": "random"}, image_size=SIZE)
 
 
-@pytest.mark.xfail(reason="BUG: backbones.py BackboneFusion.__init__: an empty weights dict is falsy, so the dict "
-                          "itself is passed on as the weights of every backbone and Path({}) raises a bare TypeError",
-                   raises=TypeError, strict=True)
 def test_empty_weights_dict_means_the_default():
     fusion = BackboneFusion(["test_resnet"], weights={}, image_size=SIZE)
     assert fusion.infos[0].weights in ("pretrained", "random")

@@ -121,15 +121,8 @@ def test_two_fits_with_the_same_seed_give_identical_weights():
 
 # ---- early stopping ------------------------------------------------------------------------------------------
 
-_RESTORE_BUG = ("BUG: trainer.py Trainer.fit: early stopping snapshots and restores only model.state_dict(); the "
-                "weighting's own state (uncertainty log-variances, DWA's current weights) keeps its last-epoch "
-                "value, and the criterion compares weighted totals whose weights move between epochs, so the final "
-                "validation loss is not the best one in the history")
-EARLY_STOP_CASES = [pytest.param(s, marks=pytest.mark.xfail(reason=_RESTORE_BUG, strict=True))
-                    if s in ("dwa", "uncertainty") else s for s in WEIGHTINGS.names()]
 
-
-@pytest.mark.parametrize("strategy", EARLY_STOP_CASES)
+@pytest.mark.parametrize("strategy", WEIGHTINGS.names())
 def test_early_stopping_restores_the_best_epoch(strategy):
     tasks = _tasks()
     train_x, train_rec = _problem(24, seed=0, noise=0.5)  # small and noisy: it overfits within a few epochs
@@ -138,10 +131,15 @@ def test_early_stopping_restores_the_best_epoch(strategy):
     trainer = _trainer(tasks, strategy, epochs=80, lr=3e-2, patience=5, batch_size=8, dropout=0.0)
     val = _data(tasks, val_x, val_rec)
     history = trainer.fit(_data(tasks, train_x, train_rec), val)
-    totals = [epoch["total"] for epoch in history.val]
-    assert len(totals) < 80 and history.best_epoch < len(totals) - 1  # it stopped early, after the best epoch
-    assert totals[history.best_epoch] == min(totals)
-    assert trainer.evaluate_loss(val)["total"] == pytest.approx(min(totals), rel=1e-9, abs=0)
+    # The criterion is the static-weight sum of the per-task validation losses (Trainer.stopping_score): adaptive
+    # weightings move their weights between epochs, so their weighted totals are not comparable across epochs.
+    scores = [trainer.stopping_score(epoch) for epoch in history.val]
+    assert len(scores) < 80 and history.best_epoch < len(scores) - 1  # it stopped early, after the best epoch
+    assert scores[history.best_epoch] == min(scores)
+    restored = trainer.evaluate_loss(val)
+    assert trainer.stopping_score(restored) == pytest.approx(min(scores), rel=1e-9, abs=0)  # the model's state
+    # the weighting's state (log-variances, DWA weights) is restored too: the weighted total is the best epoch's
+    assert restored["total"] == pytest.approx(history.val[history.best_epoch]["total"], rel=1e-9, abs=0)
 
 
 # ---- it learns -----------------------------------------------------------------------------------------------

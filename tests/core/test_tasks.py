@@ -82,23 +82,15 @@ def test_masked_labels_never_change_loss_gradient_or_metrics(kind):
 
 # Values a hand-built batch may hold under a False mask. The batch contract only says "mask False = unlabelled";
 # NaN is the engine's own "missing" marker, and an unencoded class column easily carries -1.
-BUG_FILL = "BUG: tasks.py loss(): the per-case loss is computed on every case and masked only afterwards with " \
-           "torch.where, so a masked target that is "
 BATCH_CASES = [
     pytest.param("classification", 2, id="classification-other_class"),
     pytest.param("binary", 1.0, id="binary-flipped"),
     pytest.param("regression_mse", 1e30, id="regression-huge"),
-    pytest.param("classification", 10**6, id="classification-huge_index", marks=pytest.mark.xfail(
-        reason=BUG_FILL + "an out-of-range class index makes F.cross_entropy raise IndexError",
-        raises=IndexError, strict=True)),
-    pytest.param("classification", -1, id="classification-minus_one", marks=pytest.mark.xfail(
-        reason=BUG_FILL + "-1 makes F.cross_entropy raise IndexError", raises=IndexError, strict=True)),
-    pytest.param("binary", NAN, id="binary-nan", marks=pytest.mark.xfail(
-        reason=BUG_FILL + "NaN gives a NaN gradient (0 * NaN in the BCE backward)", strict=True)),
-    pytest.param("regression_mse", NAN, id="regression-nan", marks=pytest.mark.xfail(
-        reason=BUG_FILL + "NaN gives a NaN gradient (0 * NaN in the MSE backward)", strict=True)),
-    pytest.param("regression_mse", float("inf"), id="regression-inf", marks=pytest.mark.xfail(
-        reason=BUG_FILL + "inf gives a NaN gradient", strict=True)),
+    pytest.param("classification", 10**6, id="classification-huge_index"),
+    pytest.param("classification", -1, id="classification-minus_one"),
+    pytest.param("binary", NAN, id="binary-nan"),
+    pytest.param("regression_mse", NAN, id="regression-nan"),
+    pytest.param("regression_mse", float("inf"), id="regression-inf"),
 ]
 
 
@@ -329,9 +321,6 @@ def test_classification_score_uses_the_golden_metrics():
         {"accuracy": 4 / 6, "f1_macro": (4 / 5 + 2 / 4 + 2 / 3) / 3, "f1_weighted": (2.4 + 1 + 2 / 3) / 6})
 
 
-@pytest.mark.xfail(reason="BUG: tasks.py RegressionTask.fit stores the learned range in the user option "
-                          "value_range and fills it only while it is None, so a second fit (another fold, another "
-                          "training split) keeps the first training set's range for the scaled errors", strict=True)
 def test_refitting_a_regression_task_updates_its_error_range():
     task = RegressionTask("size", unit="mm")
     task.fit(np.array([0.0, 10.0]))
