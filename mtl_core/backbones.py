@@ -51,18 +51,31 @@ def _known_names() -> list[str]:
     return sorted(set(timm.list_models()) | set(torchvision.models.list_models(module=torchvision.models)))
 
 
+def backbone_source(name: str) -> str:
+    """Which library builds ``name``: timm when it has ImageNet weights for it, else torchvision when it has the
+    model (e.g. ``efficientnet_b7``, ``googlenet``, ``alexnet``), else timm. The rule depends on the libraries'
+    registries only, never on what is in a cache, so the same name always means the same network."""
+    import timm
+    import torchvision
+
+    in_timm = timm.is_model(name)
+    in_torchvision = name in torchvision.models.list_models(module=torchvision.models)
+    if in_timm and (timm.list_pretrained(name) or timm.list_pretrained(f"{name}.*") or not in_torchvision):
+        return "timm"
+    if in_torchvision:
+        return "torchvision"
+    raise MTLError(suggest(name, _known_names(), "backbone"))
+
+
 def _build_timm(name: str) -> nn.Module:
     import timm
 
     return timm.create_model(name, pretrained=False, num_classes=0)
 
 
-def _build_torchvision(name: str, pooling: str) -> nn.Module:
+def _build_torchvision(name: str) -> nn.Module:
     import torchvision
 
-    if pooling != "avg":
-        raise MTLError(f"backbone {name!r} comes from torchvision, which supports only pooling 'avg'; use a timm "
-                       f"model for pooling 'grid'")
     model = torchvision.models.get_model(name, weights=None, **({"aux_logits": False, "init_weights": True}
                                                                 if name in ("googlenet", "inception_v3") else {}))
     for attr in ("fc", "classifier", "head", "heads"):
@@ -83,20 +96,13 @@ class Backbone(nn.Module):
                  image_size: int | None = None, allow_download: bool = False, on_missing_weights: str = "random",
                  seed: int = 0) -> None:
         super().__init__()
-        import timm
-        import torchvision
-
         self.pooling, self.grid = pooling, grid
         if pooling not in ("avg", "grid"):
             raise MTLError(f"unknown pooling {pooling!r}; use 'avg' or 'grid'")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if timm.is_model(name):
-                source, self.model = "timm", _build_timm(name)
-            elif name in torchvision.models.list_models(module=torchvision.models):
-                source, self.model = "torchvision", _build_torchvision(name, pooling)
-            else:
-                raise MTLError(suggest(name, _known_names(), "backbone"))
+            source = backbone_source(name)
+            self.model = _build_timm(name) if source == "timm" else _build_torchvision(name)
         mean, std, size = self._preprocessing(source)
         kind, weights_id = self._load_weights(name, source, weights, allow_download, on_missing_weights, seed)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -151,7 +157,11 @@ class Backbone(nn.Module):
         if source == "timm":
             import timm
 
-            fresh = timm.create_model(name, pretrained=True, num_classes=0)
+            try:
+                fresh = timm.create_model(name, pretrained=True, num_classes=0)
+            except Exception as exc:  # noqa: BLE001 - network or hub failures become one clear line
+                raise WeightsError(f"cannot download pretrained weights for {name!r}: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
             fit_state_dict(self.model, fresh.state_dict(), name, "from the hub")
             return "pretrained", str(fresh.pretrained_cfg.get("hf_hub_id") or fresh.pretrained_cfg.get("url"))
         _, weights = cached_torchvision_weights(name)
@@ -176,12 +186,22 @@ class Backbone(nn.Module):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "avg":
             return self.model(x).flatten(1)  # (B, F)
-        x = self.model.forward_features(x)  # (B, C, h, w), or (B, h, w, C) for channels-last models
+        x = self._feature_map(x)
         if x.ndim == 4 and getattr(self.model, "output_fmt", "NCHW") == "NHWC":
             x = x.permute(0, 3, 1, 2)
         if x.ndim != 4:
             raise MTLError(f"backbone {self.model.__class__.__name__} has no spatial feature map; use pooling 'avg'")
         return F.adaptive_avg_pool2d(x, self.grid).flatten(1)  # (B, C * g * g)
+
+    def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map: timm's forward_features, or a torchvision model's ``features`` block."""
+        if hasattr(self.model, "forward_features"):
+            return self.model.forward_features(x)  # (B, C, h, w), or (B, h, w, C) for channels-last models
+        if not hasattr(self.model, "features"):
+            raise MTLError(f"torchvision model {type(self.model).__name__} exposes no feature map; use pooling "
+                           f"'avg' or a timm model for pooling 'grid'")
+        x = self.model.features(x)
+        return F.relu(x) if type(self.model).__name__ == "DenseNet" else x  # torchvision's DenseNet applies it
 
 
 class BackboneFusion(nn.Module):

@@ -101,7 +101,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     plugin = load_plugin(args.plugin)
     options = apply_overrides({}, args.option)
-    made = plugin.synthetic_data(Path(args.out), **options) if options else plugin.synthetic_data(Path(args.out))
+    try:
+        made = plugin.synthetic_data(Path(args.out), **options)
+    except TypeError as exc:
+        raise MTLError(f"plugin {args.plugin!r} does not take these generator options ({exc})") from None
     if made is None:
         raise MTLError(f"plugin {args.plugin!r} has no synthetic data generator")
     print(f"wrote {made}")
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("plugins", help="list installed plugins")
     p.set_defaults(func=cmd_plugins)
-    p = sub.add_parser("synthesize", help="write a plugin's synthetic data set (e.g. the JSRT phantom)")
+    p = sub.add_parser("synthesize", help="write a plugin's synthetic data set (a generated phantom, for instance)")
     p.add_argument("plugin")
     p.add_argument("out")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option")

@@ -68,8 +68,10 @@ class Plugin:
 
         return read_image(path)
 
-    def synthetic_data(self, out_dir: Path) -> Path | None:
-        """Write a synthetic data set into ``out_dir`` and return its folder, or None if the plugin has none."""
+    def synthetic_data(self, out_dir: Path, **options: Any) -> Path | None:
+        """Write a synthetic data set into ``out_dir`` and return its folder, or None if the plugin has none.
+
+        ``options`` come from ``mtl synthesize NAME OUT --option key=value``."""
         return None
 
     def reader_id(self) -> str:
@@ -175,6 +177,9 @@ def load_plugin(name: str, options: dict[str, Any] | None = None) -> Plugin:
     cls, origin = _load_class(name)
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise PluginError(f"plugin {name!r} from {origin} is not a subclass of mtl_core.Plugin")
+    if cls.Options.model_config.get("extra") != "forbid":
+        raise PluginError(f"plugin {name!r} from {origin}: its Options model must set extra='forbid' so that a "
+                          f"misspelt option is an error, not silently ignored")
     opts = validate_model(cls.Options, options or {}, f"plugin_options of {name!r}")
     try:
         plugin = cls(opts)

@@ -18,12 +18,13 @@ import torch
 from .backbones import BackboneFusion
 from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
-from .errors import DataError
+from .errors import ConfigError, DataError, PluginError
 from .evaluation import evaluate_outputs
 from .features import FeatureCache
 from .losses import WEIGHTINGS, LossComposer
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
+from .registry import suggest
 from .splits import holdout_split
 from .tasks import ClassificationTask, Task
 from .trainer import History, Trainer, TrainSettings, pick_device
@@ -48,9 +49,6 @@ def build_tasks(plugin: Plugin, config: RunConfig) -> list[Task]:
     names = [t.name for t in tasks]
     for name in config.tasks:
         if name not in names:
-            from .errors import ConfigError
-            from .registry import suggest
-
             raise ConfigError(f"tasks: {suggest(name, names, 'task')}")
     kept = []
     for task in tasks:
@@ -62,7 +60,10 @@ def build_tasks(plugin: Plugin, config: RunConfig) -> list[Task]:
             continue
         if override.weight is not None:
             task.weight = override.weight
-        if override.label_smoothing is not None and isinstance(task, ClassificationTask):
+        if override.label_smoothing is not None:
+            if not isinstance(task, ClassificationTask):
+                raise ConfigError(f"tasks.{task.name}.label_smoothing: task {task.name!r} is a {task.kind} task; "
+                                  f"label smoothing applies to classification tasks only")
             task.label_smoothing = override.label_smoothing
         kept.append(task)
     return kept
@@ -99,11 +100,16 @@ def resolve_data_dir(plugin: Plugin, config: RunConfig, data: Path | None, say: 
 def prepare(config: RunConfig, data: Path | None = None, say: Say = print) -> Prepared:
     """Load the plugin, its tasks and the data; everything a user can get wrong fails here, before any output."""
     plugin = load_plugin(config.plugin, config.plugin_options)
-    tasks = build_tasks(plugin, config)
+    build_tasks(plugin, config)  # config mistakes about tasks fail before any data is read
     WEIGHTINGS.get(config.loss.strategy)  # an unknown strategy fails now, not after feature extraction
     data_dir, notes = resolve_data_dir(plugin, config, data, say)
     records = plugin.load_records(data_dir)
+    tasks = build_tasks(plugin, config)  # again: a plugin may learn class lists from the data it read
     records.validate(tasks, str(data_dir))
+    key = plugin.stratify_key
+    if key and key not in records.strata:
+        raise PluginError(f"plugin {plugin.name!r} declares stratify_key {key!r} but its records have no such "
+                          f"stratum (have: {', '.join(records.strata) or 'none'})")
     return Prepared(plugin, tasks, data_dir, records, notes)
 
 
@@ -111,7 +117,8 @@ def effective_model(config: RunConfig) -> tuple[ModelConfig, int, str | None]:
     """The model settings actually used, the image size, and why a fallback replaced them (or None)."""
     model, size = config.model, config.data.image_size
     fb = config.fallback
-    wants_pretrained = model.weights == "pretrained" and not model.allow_download
+    wants_pretrained = (model.weights == "pretrained" and not model.allow_download
+                        and model.on_missing_weights != "error")  # 'error' means: fail rather than fall back
     if fb is None or not wants_pretrained or all(pretrained_available(n) for n in model.backbones):
         return model, size, None
     missing = [n for n in model.backbones if not pretrained_available(n)]

@@ -112,7 +112,7 @@ class Trainer:
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
 
     def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None) -> History:
-        """Train, early-stop on the validation total loss, restore the best weights; returns the history.
+        """Train, early-stop on :meth:`stopping_score` of the validation losses, restore the best state.
 
         Args:
             progress: optional tqdm-like factory for an epoch progress bar.

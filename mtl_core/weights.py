@@ -114,12 +114,11 @@ def pretrained_available(name: str) -> bool:
     """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR`` or a cache)."""
     if local_weights_file(name) is not None:
         return True
-    import timm
+    from .backbones import backbone_source
 
-    if timm.is_model(name):
-        try:
-            cfg = timm.models.get_pretrained_cfg(name)
-        except Exception:  # noqa: BLE001 - a model without a pretrained config has no weights
-            return False
+    if backbone_source(name) == "timm":
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
         return cfg is not None and cached_timm_weights(cfg.to_dict()) is not None
     return cached_torchvision_weights(name)[0] is not None

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtl_core import BinaryTask, ClassificationTask, DataError, Plugin, Records, RegressionTask, Task
+from mtl_core import BinaryTask, ClassificationTask, ConfigError, DataError, Plugin, Records, RegressionTask, Task
 from mtl_core.config import validate_model
 
 from .layout import find_layout, list_images, resolve_image
@@ -100,7 +100,7 @@ class JSRTPlugin(Plugin):
                   self._regression("size", "mm", None)]
         unknown = sorted(set(o.weights) - {t.name for t in tasks})
         if unknown:
-            raise DataError(f"plugin_options.weights: unknown task {unknown[0]!r}; tasks are "
+            raise ConfigError(f"plugin_options.weights: unknown task {unknown[0]!r}; tasks are "
                             f"{', '.join(t.name for t in tasks)}")
         return tasks
 

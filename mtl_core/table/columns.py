@@ -1,0 +1,115 @@
+"""Turn the cells of a table column into a task's targets: class indices or scaled values, NaN where missing.
+
+All cells arrive as text (``pandas.read_csv(dtype=str)``). A cell is missing when its task's condition does not
+hold or it is one of the missing markers; otherwise it must be a label the task knows, or the error names the
+table, the line, the column and the value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .options import BinarySpec, Condition, RegressionSpec, Scalar, _LabelledSpec, _TaskSpec, canonical
+
+log = logging.getLogger(__name__)
+#: ``where(row)`` -> "labels.csv: line 7" (CSV) or "labels.parquet: row 6": how errors name a row.
+Where = Callable[[int], str]
+_BINARY_DEFAULTS = {"0.0": 0, "1.0": 1, "false": 0, "true": 1}
+
+
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip())
+
+
+class ClassLookup:
+    """Raw cell -> class index, through a class name, the mapping, then the first matching pattern."""
+
+    def __init__(self, spec: _LabelledSpec) -> None:
+        self.classes = spec.class_names()
+        self._exact: dict[str, int | None] = dict(_BINARY_DEFAULTS) if isinstance(spec, BinarySpec) else {}
+        self._exact.update({canonical(c): i for i, c in enumerate(self.classes)})
+        self._exact.update({canonical(raw): None if label is None else self.classes.index(label)
+                            for raw, label in spec.mapping.items()})
+        self._patterns = [(re.compile(rule.match, re.IGNORECASE | re.DOTALL),
+                           None if rule.label is None else self.classes.index(rule.label)) for rule in spec.patterns]
+
+    def index(self, cell: str) -> tuple[bool, int | None]:
+        """``(known, index)``: whether the cell is a known label, and its class index (None: missing)."""
+        key = canonical(cell)
+        if key in self._exact:
+            return True, self._exact[key]
+        text = _collapse(cell)
+        for pattern, index in self._patterns:
+            if pattern.fullmatch(text):
+                return True, index
+        return False, None
+
+
+def applies(frame: pd.DataFrame, condition: Condition | None) -> np.ndarray:
+    """Boolean (N,): where the task's condition holds (everywhere without one)."""
+    if condition is None:
+        return np.ones(len(frame), dtype=bool)
+    wanted = {canonical(v) for v in condition.values}
+    return np.array([canonical(cell) in wanted for cell in frame[condition.column]], dtype=bool)
+
+
+def missing_cells(cells: pd.Series, markers: list[Scalar]) -> np.ndarray:
+    """Boolean (N,): cells that are one of the missing markers (compared in :func:`canonical` form)."""
+    wanted = {canonical(m) for m in markers}
+    return np.array([canonical(cell) in wanted for cell in cells], dtype=bool)
+
+
+def encode_task(name: str, spec: _TaskSpec, frame: pd.DataFrame, markers: list[Scalar], where: Where) -> np.ndarray:
+    """Targets (N,) float64 of task ``name``: class indices or values, NaN where the label is missing."""
+    column = spec.column or name
+    cells = frame[column]
+    labelled = applies(frame, spec.when) & ~missing_cells(cells, spec.missing if spec.missing is not None else markers)
+    if isinstance(spec, RegressionSpec):
+        return _values(name, column, spec, cells, labelled, where)
+    return _classes(name, column, spec, cells, labelled, where)  # type: ignore[arg-type]
+
+
+def _values(name: str, column: str, spec: RegressionSpec, cells: pd.Series, labelled: np.ndarray,
+            where: Where) -> np.ndarray:
+    out = np.full(len(cells), np.nan)
+    for row in np.flatnonzero(labelled):
+        raw = cells.iloc[row]
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where(row)}, column {column!r} (task {name!r}): got {raw!r}, expected a finite "
+                            f"number or a missing marker; add it to the task's `missing` if it means no label")
+        out[row] = value * spec.scale + spec.offset
+    return out
+
+
+def _classes(name: str, column: str, spec: _LabelledSpec, cells: pd.Series, labelled: np.ndarray,
+             where: Where) -> np.ndarray:
+    lookup = ClassLookup(spec)
+    out = np.full(len(cells), np.nan)
+    unknown: Counter[str] = Counter()
+    for row in np.flatnonzero(labelled):
+        raw = cells.iloc[row]
+        known, index = lookup.index(raw)
+        if not known and spec.unknown == "error":
+            raise DataError(f"{where(row)}, column {column!r} (task {name!r}): unknown label {raw!r}; expected one "
+                            f"of {', '.join(lookup.classes)}, a key of `mapping` or a `patterns` match (or set "
+                            f"unknown: missing)")
+        if not known:
+            unknown[raw] += 1
+        out[row] = math.nan if index is None else index
+    if unknown:
+        shown = ", ".join(f"{value!r} ({count})" for value, count in unknown.most_common(3))
+        log.warning("task %r: %d cell(s) of column %r match no class and are treated as missing: %s%s", name,
+                    sum(unknown.values()), column, shown, ", ..." if len(unknown) > 3 else "")
+    return out

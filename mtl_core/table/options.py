@@ -1,0 +1,192 @@
+"""Options of the ``table`` plugin: where the table and images are, and one declaration per task.
+
+Every model has ``extra="forbid"``; the task declarations are a discriminated union on ``kind``, so an error names
+the branch (``tasks.size.regression.unit: ...``). The defaults describe the synthetic shapes data set that
+``mtl synthesize table OUT --option kind=shapes`` writes, so the plugin builds and lists without any option.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Scalar = str | int | float | bool
+#: Cells that mean "no label" unless a task or the table says otherwise.
+MISSING_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "None", "?"]
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def canonical(value: Any) -> str:
+    """The form in which cells and configured values are compared: stripped text, numbers as floats.
+
+    ``1``, ``"1"`` and ``"1.0"`` all become ``"1.0"``; ``True`` and ``"TRUE"`` become ``"true"``; other text is only
+    stripped (comparison is case-sensitive).
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    try:
+        return repr(float(text))
+    except ValueError:
+        return text
+
+
+class Condition(Strict):
+    """The task applies only where another column holds one of ``values``; elsewhere its label is missing."""
+
+    column: str = Field(..., description="column to look at")
+    values: list[Scalar] = Field(..., min_length=1, description="values of `column` where the task applies")
+
+
+class PatternRule(Strict):
+    """Raw values that fully match ``match`` (case-insensitive, whitespace collapsed) get ``label``."""
+
+    match: str = Field(..., description="a Python regular expression that must match the whole cell")
+    label: str | None = Field(..., description="the class it means; null: the label is missing")
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+
+class _TaskSpec(Strict):
+    """What every task declaration has."""
+
+    column: str | None = Field(None, description="column holding the label; default: the task's name")
+    weight: float = Field(1.0, ge=0.0, description="static loss weight")
+    missing: list[Scalar] | None = Field(None, description="cells meaning 'no label'; default: `missing_values`")
+    when: Condition | None = Field(None, description="the task applies only where this condition holds")
+
+
+class _LabelledSpec(_TaskSpec):
+    """Declarations of tasks whose labels are classes."""
+
+    classes: list[str] | None = Field(None, description="class names in head order; default: the labels of "
+                                                         "`mapping`, then of `patterns`, in order of appearance")
+    mapping: dict[str, str | None] = Field(default_factory=dict, description="raw cell -> class name (null: "
+                                                                              "missing); a class name maps to itself")
+    patterns: list[PatternRule] = Field(default_factory=list, description="ordered rules for cells that neither "
+                                                                          "`mapping` nor a class name matches")
+    unknown: Literal["error", "missing"] = Field("error", description="a cell that no class, mapping or pattern "
+                                                                      "matches: stop with an error, or treat it "
+                                                                      "as missing (logged)")
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    def class_names(self) -> list[str]:
+        """The classes, in head order."""
+        if self.classes is not None:
+            return list(self.classes)
+        labels = list(self.mapping.values()) + [rule.label for rule in self.patterns]
+        return list(dict.fromkeys(label for label in labels if label is not None))
+
+    @model_validator(mode="after")
+    def _labels_are_classes(self) -> _LabelledSpec:
+        names = self.class_names()
+        labels = [v for v in self.mapping.values() if v is not None] + [r.label for r in self.patterns if r.label]
+        stray = [label for label in labels if label not in names]
+        if stray:
+            raise ValueError(f"label {stray[0]!r} is not one of the classes {names}; add it to `classes`")
+        return self
+
+
+class ClassificationSpec(_LabelledSpec):
+    """A multi-class task (softmax cross-entropy with optional label smoothing)."""
+
+    kind: Literal["classification"]
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="epsilon of (1 - eps) * one_hot + eps / K")
+
+
+class BinarySpec(_LabelledSpec):
+    """A two-class task (BCE with logits); 0/1 and true/false cells are read as negative/positive."""
+
+    kind: Literal["binary"]
+    classes: list[str] | None = Field(None, min_length=2, max_length=2,
+                                      description="[negative, positive] names; default ['negative', 'positive']")
+    pos_weight: float | None = Field(None, gt=0.0, description="weight of positive cases in the BCE loss")
+
+    def class_names(self) -> list[str]:
+        """[negative, positive]."""
+        return list(self.classes) if self.classes is not None else ["negative", "positive"]
+
+
+class RegressionSpec(_TaskSpec):
+    """A scalar target; the value used is ``cell * scale + offset``, in ``unit``."""
+
+    kind: Literal["regression"]
+    unit: str = Field("", description="unit of the scaled value, shown in reports ('mm', 'px')")
+    scale: float = Field(1.0, description="multiplies the cell (e.g. a pixel spacing to turn pixels into mm)")
+    offset: float = Field(0.0, description="added after scaling")
+    value_range: float | None = Field(None, gt=0.0, description="span that scales errors to [0, 1] in reports; "
+                                                                "default: the training range")
+    loss: Literal["mse", "l1", "huber"] = "mse"
+    normalize: Literal["standardize", "minmax", "none"] = Field("standardize", description="target normalisation, "
+                                                                                           "fit on the training part")
+
+
+TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec, Field(discriminator="kind")]
+
+
+class ShapesOptions(Strict):
+    """The synthetic shapes data set: 0-3 discs, squares or triangles per image, with their count and size."""
+
+    kind: Literal["shapes"] = "shapes"
+    n: int = Field(160, ge=12, le=100_000, description="number of images")
+    size: int = Field(64, ge=32, le=1024, description="image side in pixels")
+    seed: int = Field(0, description="the same seed writes byte-identical files")
+    missing_fraction: float = Field(0.08, ge=0.0, lt=1.0, description="share of shape labels written as '?'")
+
+
+def _shapes_tasks() -> dict[str, Any]:
+    return {
+        "shape": ClassificationSpec(kind="classification", classes=["none", "disc", "square", "triangle"],
+                                    label_smoothing=0.1),
+        "count": RegressionSpec(kind="regression", unit="shapes"),
+        "size": RegressionSpec(kind="regression", column="size_px", unit="mm", scale=0.5,
+                               when=Condition(column="shape", values=["disc", "square", "triangle"])),
+    }
+
+
+class TableOptions(Strict):
+    """Options of the ``table`` plugin: any image folder plus a CSV or Parquet table."""
+
+    table: str = Field("labels.csv", description="the table, relative to the data folder (.csv, .tsv, .parquet)")
+    images: str = Field("images", description="the image folder, relative to the data folder ('.' for itself)")
+    id_column: str = Field("id", description="unique case identifier")
+    file_column: str | None = Field("file", description="image file name relative to `images` (found by stem "
+                                                        "with any supported suffix when not exact); null: the id")
+    group_column: str | None = Field(None, description="patient or group key per case (Records.groups)")
+    stratify: str | None = Field(None, description="column whose values the train/val/test split keeps in "
+                                                   "proportion; null: a random split")
+    strata: list[str] = Field(default_factory=list, description="further columns recorded as strata")
+    missing_values: list[Scalar] = Field(default_factory=lambda: list(MISSING_VALUES),
+                                         description="cells meaning 'no label' for every task without `missing`")
+    tasks: dict[str, TaskSpec] = Field(default_factory=_shapes_tasks, min_length=1,
+                                       description="task name -> declaration, in head order")
+    synthetic: ShapesOptions | None = Field(None, description="data set to generate when no data folder exists")
+
+    @field_validator("tasks")
+    @classmethod
+    def _snake_case(cls, tasks: dict[str, Any]) -> dict[str, Any]:
+        for name in tasks:
+            if not _TASK_NAME.match(name):
+                raise ValueError(f"task name {name!r} is not snake_case (a-z, 0-9, _, starting with a letter)")
+        return tasks
