@@ -26,6 +26,7 @@ _EXPORTS = {
     "Plugin": "plugins", "load_plugin": "plugins", "list_plugins": "plugins",
     "read_image": "imaging",
     "evaluate_outputs": "evaluation",
+    "check_plugin": "conformance", "ConformanceReport": "conformance",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

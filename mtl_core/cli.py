@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import MTLError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _progress(**kwargs):
@@ -28,10 +29,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import execute
 
-    config = load_config(Path(args.dir), args.set)
-    result = execute(config, data=args.data, output=args.output, say=_say, progress=_progress)
+    overrides = list(args.set)
+    if args.folds is not None:
+        overrides.append(f"evaluation.folds={args.folds}")
+    if args.repeats is not None:
+        overrides.append(f"evaluation.repeats={args.repeats}")
+    config = load_config(Path(args.dir), overrides)
+    try:
+        result = execute(config, data=args.data, output=args.output, say=_say, progress=_progress,
+                         resume=args.resume)
+    except KeyboardInterrupt:  # every finished epoch is checkpointed: say how to continue
+        _say(f"interrupted: resume with `{_resume_command(args, args.output or Path(config.output))}`")
+        return EXIT_INTERRUPTED
     print(result.table)
+    if result.metrics.get("delta_m") is not None:
+        print(f"\nmulti-task gain Delta_m over single-task models: {result.metrics['delta_m']:.2f} %")
     print(f"\nrun folder: {result.output} (wall time {result.metrics['run']['wall_time_s']} s)")
+    return 0
+
+
+def _resume_command(args: argparse.Namespace, output: Path) -> str:
+    """The `mtl run` command line that continues an interrupted run."""
+    import shlex
+
+    parts = ["mtl", "run", str(args.dir)] + (["--data", str(args.data)] if args.data else [])
+    parts += [item for value in args.set for item in ("--set", value)]
+    parts += [item for flag in ("folds", "repeats") if getattr(args, flag, None) is not None
+              for item in (f"--{flag}", str(getattr(args, flag)))]
+    return shlex.join([*parts, "--resume", "--output", str(output)])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train the same setup on several backbone sets (and ablations) and tabulate the results."""
+    from .compare import compare
+
+    frame = compare(Path(args.dir), args.backbones, ablations=args.ablations, data=args.data, output=args.output,
+                    overrides=list(args.set) + ([f"evaluation.folds={args.folds}"] if args.folds else [])
+                    + ([f"evaluation.repeats={args.repeats}"] if args.repeats else []),
+                    allow_random=args.allow_random, say=_say, progress=_progress)
+    print(f"{len(frame)} variants compared: {args.output / 'compare.csv'}, {args.output / 'compare.md'}")
     return 0
 
 
@@ -94,6 +130,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins_check(args: argparse.Namespace) -> int:
+    """Run a plugin through the conformance checks; exit 1 when one fails."""
+    from .config import apply_overrides, load_config
+    from .conformance import check_plugin
+
+    options, data = {}, args.data
+    if args.config:
+        config = load_config(Path(args.config))
+        options = config.plugin_options
+        if data is None and config.data.path and Path(config.data.path).exists():
+            data = Path(config.data.path)
+    report = check_plugin(args.name, apply_overrides(options, args.option), data, samples=args.samples,
+                          image_size=args.image_size)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """Write a plugin's synthetic data set."""
     from .config import apply_overrides
@@ -121,7 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="data folder (default: the config's, else synthetic data)")
     p.add_argument("--output", type=Path, help="run folder to write")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--folds", type=int, help="K-fold cross-validation (1: one held-out split)")
+    p.add_argument("--repeats", type=int, help="repeat the K folds with other shuffles")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints "
+                   "(same config, --set and --data)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("compare", help="the same multi-task setup on several backbone sets and ablations")
+    p.add_argument("dir", help="example folder with config.yaml")
+    p.add_argument("--backbones", required=True, help="sets separated by ';', fused backbones joined by '+'")
+    p.add_argument("--ablations", help="comma-separated: no_residual, no_label_smoothing, equal_weights")
+    p.add_argument("--data", type=Path)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--folds", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--allow-random", action="store_true", help="compare backbones without pretrained weights")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("validate", help="check a config and its plugin without training")
     p.add_argument("dir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -131,8 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("plugins", help="list installed plugins")
+    p = sub.add_parser("plugins", help="list installed plugins; 'plugins check NAME' checks one")
     p.set_defaults(func=cmd_plugins)
+    check = p.add_subparsers(dest="plugins_command").add_parser("check", help="run a plugin through the checks "
+                                                                               "the engine relies on")
+    check.add_argument("name", help="installed plugin name, or path/to/file.py:ClassName")
+    check.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="plugin option")
+    check.add_argument("--config", type=Path, help="take the plugin options (and data.path) from this config")
+    check.add_argument("--data", type=Path, help="data folder (default: the plugin's synthetic data)")
+    check.add_argument("--samples", type=int, default=8, help="cases the image and batch checks read")
+    check.add_argument("--image-size", type=int, default=64, help="side the sampled images are resized to")
+    check.set_defaults(func=cmd_plugins_check)
     p = sub.add_parser("synthesize", help="write a plugin's synthetic data set (a generated phantom, for instance)")
     p.add_argument("plugin")
     p.add_argument("out")

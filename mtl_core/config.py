@@ -87,6 +87,19 @@ class SplitConfig(Strict):
     seed: int = 0
 
 
+class EvaluationConfig(Strict):
+    """How results are measured."""
+
+    folds: int = Field(1, ge=1, description="1: one held-out split; K >= 2: stratified K-fold cross-validation")
+    repeats: int = Field(1, ge=1, description="repetitions of the K folds with other shuffles")
+    single_task_baselines: bool | Literal["auto"] = Field(
+        "auto", description="also train one model per task for Delta_m; 'auto': only with cross-validation")
+
+    def wants_single_task(self) -> bool:
+        """Whether single-task baselines are trained."""
+        return self.folds > 1 if self.single_task_baselines == "auto" else bool(self.single_task_baselines)
+
+
 class DataConfig(Strict):
     """Where the data is and how images are prepared."""
 
@@ -107,6 +120,7 @@ class RunConfig(Strict):
     fallback: FallbackConfig | None = None
     tasks: dict[str, TaskOverride] = Field(default_factory=dict)
     loss: LossConfig = Field(default_factory=LossConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: str = Field("runs/latest", description="output folder (overridden by --output)")
 

@@ -135,7 +135,8 @@ def _read_pillow(path: Path) -> np.ndarray:
             img.load()  # Image.open is lazy: force a full decode so truncation shows here
             return _pillow_to_array(path, img)
     except UnidentifiedImageError:
-        raise DataError(f"image {path} is not a readable image (wrong suffix, or not an image at all)") from None
+        raise DataError(f"image {path} is not a readable image (wrong suffix, or not an image at all); re-copy it, "
+                        f"or convert it to PNG, JPEG or DICOM") from None
     except Image.DecompressionBombError:
         raise DataError(f"image {path} is too large for Pillow's decompression-bomb limit") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -192,7 +193,8 @@ def _read_dicom(path: Path) -> np.ndarray:
             raise DataError(f"DICOM {path} cannot be parsed ({type(exc).__name__}); re-export it") from None
         if "PixelData" not in ds:
             hint = "" if _has_dicom_magic(path) else " and no 'DICM' marker, so it may not be DICOM at all"
-            raise DataError(f"DICOM {path} has no pixel data (PixelData){hint}; expected a DICOM image")
+            raise DataError(f"DICOM {path} has no pixel data (PixelData){hint}; expected a DICOM image: re-export it "
+                            f"with its pixel data")
         try:
             pixels = ds.pixel_array
         except Exception as exc:

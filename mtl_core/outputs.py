@@ -17,17 +17,27 @@ from .errors import RunError
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file beside ``path``, flush it to disk, then rename it into place.
+
+    A process killed at any moment leaves either the old file or the new one; an interrupted write removes its
+    temporary file. A failure (permissions, a full disk, a file where a folder should be) is a :class:`RunError`.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}; check the folder's permissions and free "
-                       f"space") from None
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is writable and the "
+                       f"disk has free space") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _clean(value: Any) -> Any:

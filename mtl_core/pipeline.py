@@ -15,7 +15,9 @@ import pandas as pd
 import yaml
 
 from .backbones import BackboneFusion
+from .checkpoint import open_run_checkpoints, training_key
 from .config import RunConfig
+from .crossval import aggregate, delta_m, run_folds, strata_breakdown
 from .features import library_versions
 from .outputs import atomic_write, save_weights, write_csv, write_json
 from .plugins import plugin_version
@@ -28,13 +30,14 @@ from .run import (
     cache_dir,
     compute_inputs,
     effective_model,
-    evaluate,
+    final_split,
     label_counts,
-    make_split,
+    make_splits,
     prepare,
     train_and_predict,
 )
-from .tasks import BinaryTask, ClassificationTask, Task
+from .splits import small_strata
+from .tasks import Task
 
 
 @dataclass
@@ -61,25 +64,6 @@ def weights_used(fusion: BackboneFusion, model_cfg) -> dict[str, str]:
     return {i.name: "random" if i.weights == "random" else (asked.get(i.name, "pretrained")
                                                              if isinstance(asked, dict) else asked)
             for i in fusion.infos}
-
-
-def _value_names(task: Task, values: np.ndarray) -> list[Any]:
-    if isinstance(task, ClassificationTask | BinaryTask):
-        return ["" if np.isnan(v) else task.classes[int(v)] for v in values]
-    return [None if np.isnan(v) else float(v) for v in values]
-
-
-def predictions_frame(tasks: list[Task], prep: Prepared, fitted: Fitted) -> pd.DataFrame:
-    """One row per held-out case: truth and prediction (and class probability) for every task."""
-    test = prep.records.subset(fitted.split["test"])
-    frame = pd.DataFrame({"id": test.ids})
-    for task in tasks:
-        out = fitted.outputs[task.name]
-        frame[f"{task.name}_true"] = _value_names(task, np.asarray(test.targets[task.name], np.float64))
-        frame[f"{task.name}_pred"] = _value_names(task, task.decode(out))
-        if isinstance(task, ClassificationTask | BinaryTask):
-            frame[f"{task.name}_prob"] = np.round(task.probabilities(out).max(axis=1), 4)
-    return frame
 
 
 def model_schema(config: RunConfig, prep: Prepared, fusion: BackboneFusion, model_cfg, image_size: int,
@@ -120,10 +104,16 @@ def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback
 
 
 def execute(config: RunConfig, *, data: Path | None = None, output: Path | None = None, say: Say = print,
-            progress: Callable | None = None) -> RunResult:
-    """Run everything and write the run folder. Bad input fails before anything is written."""
+            progress: Callable | None = None, resume: bool = False) -> RunResult:
+    """Run everything and write the run folder. Bad input fails before anything is written.
+
+    Every training is checkpointed after each epoch in ``OUTPUT/checkpoints/``; ``resume`` continues an
+    interrupted run from there (features come back from the cache), ending exactly as an uninterrupted run.
+    """
     start = time.perf_counter()
     prep = prepare(config, data, say)
+    out = Path(output or config.output)
+    checkpoints = open_run_checkpoints(out, config, prep.records, resume=resume, say=say)
     model_cfg, image_size, fallback = effective_model(config)
     if fallback:
         say(f"NOTE: {fallback}")
@@ -132,30 +122,69 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
         say("WARNING: backbones use RANDOM INITIALISATION (no pretrained weights); this is recorded in the outputs")
     say(f"caches: {cache_dir()} (set MTL_CACHE_DIR to move them)")
     inputs, is_features, stats = compute_inputs(prep, fusion, config, image_size, progress)
-    split = make_split(prep.records, prep.plugin, config)
-    fitted = train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split,
-                               progress=progress)
-    tasks_metrics = evaluate(prep.tasks, prep.records, fitted)
-    for task in prep.tasks:
-        tasks_metrics[task.name]["unit"] = task.unit
+
+    def train(tasks: list[Task], split: dict[str, Any]) -> Fitted:
+        return train_and_predict(tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split,
+                                 progress=progress, checkpoint=checkpoints.path(training_key(split, tasks, prep.tasks)))
+
+    splits = make_splits(prep.records, prep.plugin, config)
+    results = run_folds(prep.tasks, prep.records, splits, train, config.evaluation.wants_single_task(), say)
+    final = results[0].fitted if len(results) == 1 else train(prep.tasks, final_split(prep.records, prep.plugin,
+                                                                                      config))
+    predictions = pd.concat([r.predictions for r in results], ignore_index=True)
+    tasks_metrics = aggregate(prep.tasks, results)
     summary = _summary(config, prep, fusion, fallback, image_size, time.perf_counter() - start, stats)
-    metrics = {"tasks": tasks_metrics, "label_counts": label_counts(prep.tasks, prep.records, split),
+    metrics = {"tasks": tasks_metrics, "delta_m": delta_m(tasks_metrics),
+               "protocol": _protocol(config, prep, splits),
+               "strata": strata_breakdown(prep.tasks, prep.records, predictions),
+               "label_counts": label_counts(prep.tasks, prep.records, splits[0]),
                "run": summary, "notes": prep.notes + ([fallback] if fallback else [])}
-    out = Path(output or config.output)
-    _write_run(out, config, prep, fusion, model_cfg, image_size, fitted, metrics, summary)
+    _write_run(out, config, prep, fusion, model_cfg, image_size, final, results, predictions, metrics, summary)
+    checkpoints.finish()
     return RunResult(out, metrics, console_table(tasks_metrics))
 
 
+def _protocol(config: RunConfig, prep: Prepared, splits: list[dict[str, Any]]) -> dict[str, Any]:
+    e, key = config.evaluation, prep.plugin.stratify_key
+    strata = prep.records.strata.get(key) if key else None
+    protocol = {"folds": e.folds, "repeats": e.repeats, "trainings": len(splits), "stratified_on": key,
+                "group_aware": prep.records.groups is not None, "split_seed": config.data.split.seed,
+                "single_task_baselines": e.wants_single_task()}
+    if e.folds == 1:
+        protocol["test_fraction"] = config.data.split.test_fraction
+    small = small_strata(strata, e.folds)
+    if small:
+        protocol["small_strata"] = (f"strata with fewer cases than folds are spread over as many folds as they have "
+                                    f"cases: {small}")
+    protocol["ci95"] = "mean over trainings +/- t(0.975, n-1) * std / sqrt(n); folds of one repeat share data"
+    return protocol
+
+
 def _write_run(out: Path, config: RunConfig, prep: Prepared, fusion: BackboneFusion, model_cfg, image_size: int,
-               fitted: Fitted, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
+               final: Fitted, results: list, predictions: pd.DataFrame, metrics: dict[str, Any],
+               summary: dict[str, Any]) -> None:
     atomic_write(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    save_weights(out / "model.safetensors", fitted.model.head_state_dict(), {"format": "mtl-run/1"})
+    save_weights(out / "model.safetensors", final.model.head_state_dict(), {"format": "mtl-run/1"})
     write_json(out / "model.json", model_schema(config, prep, fusion, model_cfg, image_size, prep.tasks))
-    write_json(out / "history.json", {"train": fitted.history.train, "val": fitted.history.val,
-                                      "weights": fitted.history.weights, "best_epoch": fitted.history.best_epoch})
-    write_json(out / "split.json", {k: [prep.records.ids[i] for i in v] for k, v in fitted.split.items()})
-    write_csv(out / "predictions.csv", predictions_frame(prep.tasks, prep, fitted))
-    atomic_write(out / "report.md", markdown_report(summary, metrics))
+    histories = [{"repeat": r.repeat, "fold": r.fold, "train": r.fitted.history.train, "val": r.fitted.history.val,
+                  "weights": r.fitted.history.weights, "best_epoch": r.fitted.history.best_epoch} for r in results]
+    write_json(out / "history.json", {"trainings": histories, **{k: histories[0][k] for k in
+                                                                 ("train", "val", "weights", "best_epoch")}})
+    write_json(out / "split.json", [{k: ([prep.records.ids[i] for i in v] if isinstance(v, np.ndarray) else v)
+                                     for k, v in r.fitted.split.items()} for r in results])
+    write_csv(out / "predictions.csv", predictions)
+    report = markdown_report(summary, metrics)
+    atomic_write(out / "report.md", report)
+    _write_figures(out, prep, predictions, histories, report)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
+def _write_figures(out: Path, prep: Prepared, predictions: pd.DataFrame, histories: list, report: str) -> None:
+    """Figures and the self-contained HTML report (when the figure modules are available)."""
+    try:
+        from .figures import write_figures
+        from .report_html import write_html
+    except ImportError:  # pragma: no cover - both ship with mtl_core
+        return
+    figures = write_figures(out, [t.describe() for t in prep.tasks], predictions, histories)
+    write_html(out, report, figures)

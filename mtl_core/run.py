@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -19,13 +20,12 @@ from .backbones import BackboneFusion
 from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
 from .errors import ConfigError, DataError, PluginError
-from .evaluation import evaluate_outputs
 from .features import FeatureCache
 from .losses import WEIGHTINGS, LossComposer
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
 from .registry import suggest
-from .splits import holdout_split
+from .splits import holdout_split, kfold_splits, train_val_split
 from .tasks import ClassificationTask, Task
 from .trainer import History, Trainer, TrainSettings, pick_device
 from .trunk import ResidualSharedTrunk
@@ -165,8 +165,11 @@ class Fitted:
 def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor, is_features: bool,
                       fusion: BackboneFusion, model_cfg: ModelConfig, config: RunConfig,
                       split: dict[str, np.ndarray], strategy: str | None = None,
-                      progress: Callable | None = None) -> Fitted:
-    """Fit tasks' normalisation on the training part, train, and predict the test part."""
+                      progress: Callable | None = None, checkpoint: Path | None = None) -> Fitted:
+    """Fit tasks' normalisation on the training part, train (continuing from ``checkpoint`` when it exists), and
+    predict the test part."""
+    if not is_features:  # trained backbones: every training starts from the same weights
+        fusion = copy.deepcopy(fusion)
     train_rec = records.subset(split["train"])
     for task in tasks:
         task.fit(np.asarray(train_rec.targets[task.name], np.float64))
@@ -181,30 +184,36 @@ def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor,
         model.fit_feature_norm(inputs[split["train"]])
     composer = LossComposer(tasks, strategy or config.loss.strategy)
     trainer = Trainer(model, composer, TrainSettings(**config.train.model_dump()))
-    history = trainer.fit(part("train"), part("val"), progress=progress)
+    history = trainer.fit(part("train"), part("val"), progress=progress, checkpoint=checkpoint)
     outputs = trainer.predict(part("test"))
     model.fusion = fusion
     return Fitted(model, history, split, outputs)
 
 
-def make_split(records: Records, plugin: Plugin, config: RunConfig) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices."""
+def make_splits(records: Records, plugin: Plugin, config: RunConfig) -> list[dict[str, Any]]:
+    """One held-out split, or repeated stratified (group-aware when the records have groups) K-fold splits."""
     key = plugin.stratify_key
     strata = records.strata.get(key) if key else None
-    s = config.data.split
-    train, val, test = holdout_split(len(records), strata, s.test_fraction, s.val_fraction, s.seed)
-    return {"train": train, "val": val, "test": test}
+    s, e = config.data.split, config.evaluation
+    if e.folds == 1:
+        train, val, test = holdout_split(len(records), strata, s.test_fraction, s.val_fraction, s.seed)
+        return [{"train": train, "val": val, "test": test, "repeat": 0, "fold": 0}]
+    return kfold_splits(len(records), strata, records.groups, e.folds, e.repeats, s.val_fraction, s.seed)
+
+
+def final_split(records: Records, plugin: Plugin, config: RunConfig) -> dict[str, Any]:
+    """All cases but a validation part (for early stopping): the model a cross-validated run saves."""
+    key = plugin.stratify_key
+    strata = records.strata.get(key) if key else None
+    train, val = train_val_split(len(records), strata, config.data.split.val_fraction, config.data.split.seed)
+    return {"train": train, "val": val, "test": np.array([], dtype=int), "repeat": -1, "fold": -1}
 
 
 def label_counts(tasks: list[Task], records: Records, split: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
     """Number of labelled cases per task in each part."""
-    return {t.name: {part: int((~np.isnan(records.targets[t.name][idx])).sum()) for part, idx in split.items()}
+    parts = {k: v for k, v in split.items() if k in ("train", "val", "test")}
+    return {t.name: {part: int((~np.isnan(records.targets[t.name][idx])).sum()) for part, idx in parts.items()}
             for t in tasks}
-
-
-def evaluate(tasks: list[Task], records: Records, fitted: Fitted) -> dict[str, Any]:
-    """Per-task metrics and baselines on the test part."""
-    return evaluate_outputs(tasks, fitted.outputs, records.subset(fitted.split["test"]).targets)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -45,3 +45,70 @@ def holdout_split(n: int, strata: np.ndarray | None, test_fraction: float, val_f
     else:
         train, val = rest, np.array([], dtype=int)
     return train, val, test
+
+
+def _deal(units: np.ndarray, unit_strata: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold number per unit: within each stratum, shuffled units are dealt round-robin, starting where the last
+    stratum stopped so that fold sizes stay balanced."""
+    fold_of = np.empty(len(units), dtype=int)
+    offset = 0
+    for value in np.unique(unit_strata):
+        members = np.flatnonzero(unit_strata == value)
+        members = members[rng.permutation(len(members))]
+        fold_of[members] = (np.arange(len(members)) + offset) % folds
+        offset = (offset + len(members)) % folds
+    return fold_of
+
+
+def kfold_splits(n: int, strata: np.ndarray | None, groups: np.ndarray | None, folds: int, repeats: int,
+                 val_fraction: float, seed: int) -> list[dict[str, np.ndarray]]:
+    """Repeated (group-aware) stratified K-fold: every case is in the test part exactly once per repeat.
+
+    Groups (patients) are kept whole: a group's stratum is its most frequent one. A stratum with fewer units than
+    ``folds`` is spread over as many folds as it has units (its other folds have none of it).
+
+    Returns:
+        One dict per (repeat, fold) with ``train``, ``val`` (taken from the training part, stratified), ``test``
+        index arrays and ``repeat`` / ``fold`` numbers.
+    """
+    labels = (np.zeros(n, dtype=int) if strata is None else np.asarray(strata)).astype(str)
+    group_ids = np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)
+    units, unit_index = np.unique(group_ids, return_inverse=True)
+    if folds < 2 or folds > len(units):
+        raise ConfigError(f"folds must be between 2 and the number of {'groups' if groups is not None else 'cases'} "
+                          f"({len(units)}), got {folds}")
+    unit_strata = np.array([_majority(labels[unit_index == u]) for u in range(len(units))])
+    out = []
+    for repeat in range(repeats):
+        rng = np.random.default_rng([seed, repeat])
+        fold_of_case = _deal(units, unit_strata, folds, rng)[unit_index]
+        for fold in range(folds):
+            test = np.flatnonzero(fold_of_case == fold)
+            rest = np.flatnonzero(fold_of_case != fold)
+            if val_fraction > 0:
+                train, val = _stratified_take(rest, labels, val_fraction, rng)
+            else:
+                train, val = rest, np.array([], dtype=int)
+            out.append({"train": train, "val": val, "test": test, "repeat": repeat, "fold": fold})
+    return out
+
+
+def small_strata(strata: np.ndarray | None, folds: int) -> dict[str, int]:
+    """Strata with fewer cases than folds (they cannot appear in every test fold)."""
+    if strata is None or folds < 2:
+        return {}
+    values, counts = np.unique(np.asarray(strata).astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts, strict=True) if c < folds}
+
+
+def _majority(values: np.ndarray) -> str:
+    found, counts = np.unique(values, return_counts=True)
+    return str(found[np.argmax(counts)])
+
+
+def train_val_split(n: int, strata: np.ndarray | None, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """All cases into training and (stratified) validation parts, no test part."""
+    labels = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
+    if val_fraction <= 0:
+        return np.arange(n), np.array([], dtype=int)
+    return _stratified_take(np.arange(n), labels.astype(str), val_fraction, np.random.default_rng(seed))

@@ -6,12 +6,16 @@ import copy
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import TensorData
+from .errors import RunError
 from .losses import LossComposer
 from .model import MultiTaskModel
 
@@ -57,6 +61,18 @@ class History:
     val: list[dict[str, float]] = field(default_factory=list)
     weights: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
+
+
+@dataclass
+class _Loop:
+    """Where a training stands: what a checkpoint saves besides the tensors."""
+
+    history: History = field(default_factory=History)
+    epoch: int = 0  # epochs completed
+    stopped: bool = False  # early stopping ended the training
+    best: float = float("inf")
+    waited: int = 0
+    best_state: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -111,11 +127,18 @@ class Trainer:
             weights = out.weights
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
 
-    def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None) -> History:
-        """Train, early-stop on :meth:`stopping_score` of the validation losses, restore the best state.
+    def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None,
+            checkpoint: Path | None = None) -> History:
+        """Train, early-stop on the validation total loss, restore the best weights; returns the history.
 
         Args:
             progress: optional tqdm-like factory for an epoch progress bar.
+            checkpoint: optional file. When it exists, training continues from it (an interrupted training
+                resumed this way ends exactly as an uninterrupted one on the CPU); after every epoch it is
+                rewritten atomically with the model, optimiser, weighting, best weights, RNG states and history.
+
+        Raises:
+            RunError: ``checkpoint`` is corrupt, or was written for another model or other settings.
         """
         s = self.settings
         seed_everything(s.seed)
@@ -123,39 +146,90 @@ class Trainer:
         self.composer.to(self.device)
         optimiser = self._optimiser()
         generator = torch.Generator().manual_seed(s.seed)
-        history, best, best_state, waited = History(), float("inf"), None, 0
+        loop = _Loop()
+        if checkpoint is not None and Path(checkpoint).is_file():
+            self._restore(Path(checkpoint), optimiser, generator, loop)
         bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
-        for epoch in range(s.epochs):
+        if bar and loop.epoch:
+            bar.update(loop.epoch)
+        while loop.epoch < s.epochs and not loop.stopped:
             if bar:
                 bar.update(1)
-                if history.val:
-                    bar.set_postfix(val_loss=f"{history.val[-1]['total']:.3f}")
-            self.model.train()
-            train_losses, weights = self._run_epoch(train, optimiser, generator)
-            self.composer.weighting.end_epoch({k: v for k, v in train_losses.items() if k != "total"})
-            history.train.append(train_losses)
-            history.weights.append(weights)
-            if val is None or len(val) == 0:
-                continue
-            val_losses = self.evaluate_loss(val)
-            history.val.append(val_losses)
-            score = self.stopping_score(val_losses)
-            if score < best - 1e-9:
-                best, waited, history.best_epoch = score, 0, epoch
-                best_state = copy.deepcopy((self.model.state_dict(), self.composer.state_dict()))
-            else:
-                waited += 1
-                if waited >= s.patience:
-                    log.info("early stop at epoch %d (best %d)", epoch + 1, history.best_epoch + 1)
-                    break
+                if loop.history.val:
+                    bar.set_postfix(val_loss=f"{loop.history.val[-1]['total']:.3f}")
+            self._epoch(train, val, optimiser, generator, loop)
+            loop.epoch += 1
+            if checkpoint is not None:
+                save_checkpoint(Path(checkpoint), self._snapshot(optimiser, generator, loop))
         if bar:
             bar.close()
-        if best_state is not None:
-            self.model.load_state_dict(best_state[0])
-            self.composer.load_state_dict(best_state[1])
+        if loop.best_state is not None:
+            self.model.load_state_dict(loop.best_state["model"])
+            self.composer.load_state_dict(loop.best_state["composer"])
         else:
-            history.best_epoch = len(history.train) - 1
-        return history
+            loop.history.best_epoch = len(loop.history.train) - 1
+        return loop.history
+
+    def _epoch(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
+               generator: torch.Generator, loop: _Loop) -> None:
+        """One training epoch, its validation and the early-stopping bookkeeping."""
+        history = loop.history
+        self.model.train()
+        train_losses, weights = self._run_epoch(train, optimiser, generator)
+        self.composer.weighting.end_epoch({k: v for k, v in train_losses.items() if k != "total"})
+        history.train.append(train_losses)
+        history.weights.append(weights)
+        if val is None or len(val) == 0:
+            return
+        val_losses = self.evaluate_loss(val)
+        history.val.append(val_losses)
+        score = self.stopping_score(val_losses)
+        if score < loop.best - 1e-9:
+            loop.best, loop.waited, history.best_epoch = score, 0, loop.epoch
+            loop.best_state = copy.deepcopy({"model": self.model.state_dict(), "composer": self.composer.state_dict()})
+        else:
+            loop.waited += 1
+            if loop.waited >= self.settings.patience:
+                log.info("early stop at epoch %d (best %d)", loop.epoch + 1, history.best_epoch + 1)
+                loop.stopped = True
+
+    def _settings_record(self) -> dict:
+        return {k: v for k, v in asdict(self.settings).items() if k != "device"}  # another device may resume
+
+    def _snapshot(self, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> dict:
+        """Everything :meth:`_restore` needs, as tensors and JSON values."""
+        h = loop.history
+        return {"settings": self._settings_record(), "strategy": self.composer.strategy, "epoch": loop.epoch,
+                "stopped": loop.stopped, "best": loop.best, "waited": loop.waited,
+                "history": {"train": h.train, "val": h.val, "weights": h.weights, "best_epoch": h.best_epoch},
+                "model": self.model.state_dict(), "composer": self.composer.state_dict(),
+                "optimiser": optimiser.state_dict(), "best_state": loop.best_state, "rng": rng_state(generator)}
+
+    def _restore(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> None:
+        """Continue from the checkpoint at ``path``."""
+        state = load_checkpoint(path)
+        mine = self._settings_record() | {"strategy": self.composer.strategy}
+        theirs = dict(state.get("settings", {})) | {"strategy": state.get("strategy")}
+        changed = [k for k in mine if mine[k] != theirs.get(k)]
+        if changed:
+            raise RunError(f"checkpoint {path} was made with other training settings ({changed[0]}: "
+                           f"{theirs.get(changed[0])!r} there, {mine[changed[0]]!r} now); use the same settings, "
+                           f"or delete it to start that training over")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.composer.load_state_dict(state["composer"])
+            optimiser.load_state_dict(state["optimiser"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"checkpoint {path} does not fit this model ({reason}); it was made with another "
+                           f"configuration: delete it to start that training over") from None
+        restore_rng(state["rng"], generator)
+        h = state["history"]
+        loop.history = History(list(h["train"]), list(h["val"]), list(h["weights"]), int(h["best_epoch"]))
+        loop.epoch, loop.stopped, loop.best, loop.waited = (int(state["epoch"]), bool(state["stopped"]),
+                                                            float(state["best"]), int(state["waited"]))
+        loop.best_state = state["best_state"]
+        log.info("resuming training from %s after epoch %d", path, loop.epoch)
 
     def stopping_score(self, val_losses: dict[str, float]) -> float:
         """Early-stopping criterion: per-task validation losses summed with the tasks' static weights, so that

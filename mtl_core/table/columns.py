@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .options import BinarySpec, Condition, RegressionSpec, Scalar, _LabelledSpec, _TaskSpec, canonical
+from .options import BinarySpec, Condition, RegressionSpec, Scalar, StratumSpec, _LabelledSpec, _TaskSpec, canonical
 
 log = logging.getLogger(__name__)
 #: ``where(row)`` -> "labels.csv: line 7" (CSV) or "labels.parquet: row 6": how errors name a row.
@@ -112,4 +112,25 @@ def _classes(name: str, column: str, spec: _LabelledSpec, cells: pd.Series, labe
         shown = ", ".join(f"{value!r} ({count})" for value, count in unknown.most_common(3))
         log.warning("task %r: %d cell(s) of column %r match no class and are treated as missing: %s%s", name,
                     sum(unknown.values()), column, shown, ", ..." if len(unknown) > 3 else "")
+    return out
+
+
+def stratum_values(spec: StratumSpec, frame: pd.DataFrame, markers: list[Scalar], where: Where) -> np.ndarray:
+    """Label per case (object (N,)): the cell's text, its `mapping` label or its bin's label; "" where missing."""
+    cells = frame[spec.column]
+    missing = missing_cells(cells, markers)
+    mapping = {canonical(k): v for k, v in spec.mapping.items()}
+    out = np.empty(len(cells), dtype=object)
+    for row, cell in enumerate(cells):
+        if missing[row]:
+            out[row] = ""
+        elif spec.bins is None:
+            out[row] = mapping.get(canonical(cell), cell.strip())
+        else:
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataError(f"{where(row)}, column {spec.column!r} (stratum {spec.key!r}): got {cell!r}, "
+                                f"expected a number to bin, or a missing marker") from None
+            out[row] = spec.labels[int(np.digitize(value, spec.bins))]  # type: ignore[index]
     return out

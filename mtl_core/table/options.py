@@ -114,6 +114,13 @@ class ClassificationSpec(_LabelledSpec):
     kind: Literal["classification"]
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="epsilon of (1 - eps) * one_hot + eps / K")
 
+    @model_validator(mode="after")
+    def _two_classes(self) -> ClassificationSpec:
+        if len(self.class_names()) < 2 or len(set(self.class_names())) != len(self.class_names()):
+            raise ValueError(f"expected at least 2 distinct classes, got {self.class_names()}: list them in "
+                             f"`classes` or give a `mapping` to them")
+        return self
+
 
 class BinarySpec(_LabelledSpec):
     """A two-class task (BCE with logits); 0/1 and true/false cells are read as negative/positive."""
@@ -145,6 +152,40 @@ class RegressionSpec(_TaskSpec):
 TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec, Field(discriminator="kind")]
 
 
+class StratumSpec(Strict):
+    """A stratum for the split and the per-stratum breakdowns: a column's values, relabelled or binned."""
+
+    column: str = Field(..., description="column to read")
+    name: str | None = Field(None, description="name of the stratum in reports; default: the column")
+    mapping: dict[str, str] = Field(default_factory=dict, description="raw cell -> label (others keep their text)")
+    bins: list[float] | None = Field(None, min_length=1, description="ascending edges that bin a numeric column")
+    labels: list[str] | None = Field(None, description="one label per bin: len(bins) + 1 of them")
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _bins_and_labels(self) -> StratumSpec:
+        if self.bins is None:
+            if self.labels is not None:
+                raise ValueError("`labels` name the bins of `bins`; give both or neither")
+            return self
+        if self.mapping:
+            raise ValueError("give `mapping` or `bins`, not both")
+        if any(b >= c for b, c in zip(self.bins, self.bins[1:], strict=False)):
+            raise ValueError(f"bins must be strictly ascending, got {self.bins}")
+        if self.labels is None or len(self.labels) != len(self.bins) + 1:
+            raise ValueError(f"{len(self.bins)} bin edge(s) need {len(self.bins) + 1} labels, got {self.labels}")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The stratum's name."""
+        return self.name or self.column
+
+
 class ShapesOptions(Strict):
     """The synthetic shapes data set: 0-3 discs, squares or triangles per image, with their count and size."""
 
@@ -174,14 +215,21 @@ class TableOptions(Strict):
     file_column: str | None = Field("file", description="image file name relative to `images` (found by stem "
                                                         "with any supported suffix when not exact); null: the id")
     group_column: str | None = Field(None, description="patient or group key per case (Records.groups)")
-    stratify: str | None = Field(None, description="column whose values the train/val/test split keeps in "
-                                                   "proportion; null: a random split")
-    strata: list[str] = Field(default_factory=list, description="further columns recorded as strata")
+    stratify: str | None = Field(None, description="stratum (a name in `strata`, else a column) whose values "
+                                                   "the split keeps in proportion; null: a random split")
+    strata: list[StratumSpec] = Field(default_factory=list, description="strata for per-stratum breakdowns in "
+                                                                        "the report: a column name, or a column "
+                                                                        "relabelled or binned")
     missing_values: list[Scalar] = Field(default_factory=lambda: list(MISSING_VALUES),
                                          description="cells meaning 'no label' for every task without `missing`")
     tasks: dict[str, TaskSpec] = Field(default_factory=_shapes_tasks, min_length=1,
                                        description="task name -> declaration, in head order")
     synthetic: ShapesOptions | None = Field(None, description="data set to generate when no data folder exists")
+
+    @field_validator("strata", mode="before")
+    @classmethod
+    def _column_names(cls, value: Any) -> Any:
+        return [{"column": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
     @field_validator("tasks")
     @classmethod

@@ -1,0 +1,148 @@
+"""``mtl compare``: the same multi-task setup over several backbone sets and ablations (the paper's Tables 1/2
+for any data set)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import RunConfig, load_config
+from .errors import ConfigError, WeightsError
+from .outputs import atomic_write, write_csv
+
+#: ablation name -> what it switches off
+ABLATIONS = {
+    "none": "the configuration as it is",
+    "no_residual": "no residual connections in the shared trunk",
+    "no_label_smoothing": "label smoothing 0 on every classification task",
+    "equal_weights": "every task's loss weighted 1",
+}
+
+
+@dataclass
+class Variant:
+    """One row of a comparison."""
+
+    backbones: list[str]
+    ablation: str
+
+    @property
+    def slug(self) -> str:
+        """Folder name of its run."""
+        name = "+".join(self.backbones) + ("" if self.ablation == "none" else f"__{self.ablation}")
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def parse_backbones(spec: str) -> list[list[str]]:
+    """``"resnet18;densenet161+efficientnet_b7"`` -> ``[["resnet18"], ["densenet161", "efficientnet_b7"]]``."""
+    sets = [[b.strip() for b in part.split("+") if b.strip()] for part in spec.split(";") if part.strip()]
+    if not sets:
+        raise ConfigError(f"--backbones {spec!r} names no backbone; separate sets with ';' and fuse with '+'")
+    return sets
+
+
+def parse_ablations(spec: str | None) -> list[str]:
+    """Comma-separated ablation names (``none`` is always first)."""
+    names = ["none"] + [a.strip() for a in (spec or "").split(",") if a.strip() and a.strip() != "none"]
+    for name in names:
+        if name not in ABLATIONS:
+            from .registry import suggest
+
+            raise ConfigError(suggest(name, list(ABLATIONS), "ablation"))
+    return names
+
+
+def ablation_overrides(name: str, config: RunConfig, task_kinds: dict[str, str]) -> list[str]:
+    """Dotted overrides that switch one ingredient off."""
+    if name == "no_residual":
+        return ["model.trunk.residual=false"] + (["fallback.trunk.residual=false"]
+                                                 if config.fallback and config.fallback.trunk else [])
+    if name == "no_label_smoothing":
+        return [f"tasks.{t}.label_smoothing=0" for t, kind in task_kinds.items() if kind == "classification"]
+    if name == "equal_weights":
+        return ["loss.strategy=equal"]
+    return []
+
+
+def check_backbones(sets: list[list[str]], allow_random: bool) -> None:
+    """Every name must exist; without ``allow_random`` every backbone needs pretrained weights on this machine."""
+    from .backbones import backbone_source
+    from .weights import pretrained_available
+
+    names = sorted({n for s in sets for n in s})
+    for name in names:
+        backbone_source(name)  # unknown names fail with suggestions
+    missing = [n for n in names if not allow_random and not pretrained_available(n)]
+    if missing:
+        raise WeightsError(f"no pretrained weights on this machine for {', '.join(missing)}: put <name>.safetensors "
+                           f"in $MTL_WEIGHTS_DIR, or pass --allow-random to compare randomly initialised backbones")
+
+
+def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"backbones": "+".join(variant.backbones), "ablation": variant.ablation}
+    for name, t in metrics["tasks"].items():
+        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if t["kind"] == "regression" else ("accuracy", "f1_macro")
+        for key in keys:
+            row[f"{name}_{key}"] = t["metrics"].get(key)
+            low, high = t.get("metrics_ci95", {}).get(key, [None, None])
+            row[f"{name}_{key}_ci95_low"], row[f"{name}_{key}_ci95_high"] = low, high
+    row["delta_m"] = metrics.get("delta_m")
+    row["wall_time_s"] = metrics["run"]["wall_time_s"]
+    row["weights"] = metrics["run"]["weights"]
+    return row
+
+
+def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+    """compare.md: one row per variant, a column group per task, ``mean ± std`` cells."""
+    from .report import cell
+
+    tasks = results[0]["tasks"]
+    header = ["backbones", "ablation"]
+    for name, t in tasks.items():
+        header += ([f"{name} MSE [0,1]", f"{name} MAE [0,1]", f"{name} MAE ({t.get('unit', '')})"]
+                   if t["kind"] == "regression" else [f"{name} Acc", f"{name} F1"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, metrics in zip(rows, results, strict=True):
+        cells = [row["backbones"], row["ablation"]]
+        for t in metrics["tasks"].values():
+            keys = (("mse_scaled", 5), ("mae_scaled", 5), ("mae", 3)) if t["kind"] == "regression" else \
+                (("accuracy", 3), ("f1_macro", 3))
+            cells += [cell(t, k, d) for k, d in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "# Comparison\n\n" + "\n".join(lines) + "\n"
+
+
+def compare(target: Path, backbones: str, *, ablations: str | None = None, data: Path | None = None,
+            output: Path, overrides: list[str] | None = None, allow_random: bool = False,
+            say: Callable[[str], None] = print, progress: Callable | None = None) -> pd.DataFrame:
+    """Run every (backbone set, ablation) variant into ``output/<variant>/`` and write compare.csv / .md."""
+    from .pipeline import execute
+    from .plugins import load_plugin
+    from .run import build_tasks
+
+    sets, names = parse_backbones(backbones), parse_ablations(ablations)
+    base = load_config(target, overrides or [])
+    check_backbones(sets, allow_random)
+    kinds = {t.name: t.kind for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)}
+    rows, results = [], []
+    for backbone_set in sets:
+        for ablation in names:
+            variant = Variant(backbone_set, ablation)
+            say(f"== {variant.slug}")
+            start = time.perf_counter()
+            config = load_config(target, (overrides or []) + [f"model.backbones=[{','.join(backbone_set)}]",
+                                                              "fallback=null"]
+                                 + ablation_overrides(ablation, base, kinds))
+            result = execute(config, data=data, output=Path(output) / variant.slug, say=say, progress=progress)
+            rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
+            results.append(result.metrics)
+    frame = pd.DataFrame(rows)
+    write_csv(Path(output) / "compare.csv", frame)
+    atomic_write(Path(output) / "compare.md", markdown_table(rows, results))
+    return frame
