@@ -136,6 +136,8 @@ def _type_name(annotation: Any, paths: dict[type[BaseModel], str]) -> str:
         return f"[{annotation.__name__}](#{_slug(target)})" if target else annotation.__name__
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # e.g. a discriminated union: the type is the first argument
+        return _type_name(args[0], paths)
     if origin is Literal:
         return " \\| ".join(json.dumps(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -240,6 +242,7 @@ def render(include_plugin: bool | None = None) -> str:
     example = yaml.safe_dump(RunConfig(plugin="jsrt_res_mtnet").model_dump(mode="json"), sort_keys=False)
     lines += ["## Every default", "", "The defaults of every key (with `plugin: jsrt_res_mtnet`), as `mtl run` "
               "writes them to a run folder's `config.yaml`:", "", "```yaml", example.rstrip(), "```", ""]
+    lines += _table_plugin_sections()  # the core ships the table plugin: always documented, before any other
     if plugin:
         lines += ["## Plugin options: jsrt_res_mtnet", "",
                   "With `plugin: jsrt_res_mtnet`, `plugin_options` is validated by the plugin's own models below "
@@ -265,6 +268,38 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUTPUT}")
     return 0
+
+
+TABLE_INTRO = """\
+With `plugin: table` (built into `mtl-core`), `plugin_options` name a label table and an image folder and declare
+every task; no code is needed. See `examples/shapes/` and `examples/jsrt_table/`.
+
+- Cells are compared as stripped text, numbers as numbers (`1`, `"1"` and `"1.0"` are the same value); `true` and
+  `false` ignore case. A class cell is looked up as a class name, then in `mapping`, then in `patterns` (each a
+  case-insensitive regular expression that must match the whole cell, whitespace collapsed; the first match wins).
+- A label is missing (NaN, masked out of that task's loss and metrics) where the task's `when` condition does not
+  hold or the cell is a missing marker (`missing`, else `missing_values`); a cell that matches no class is an
+  error naming the line, unless `unknown: missing`.
+- The image of a row is `images/<file>` (`file_column`, else the id); when that file does not exist, the file with
+  the same name stem and any supported suffix (PNG, JPEG, TIFF, BMP, DICOM) is used.
+"""
+
+
+def _table_plugin_sections() -> list[str]:
+    """The option models of the built-in ``table`` plugin (``mtl_core.table``), one table each."""
+    from mtl_core.table.options import TableOptions
+
+    seen: dict[type[BaseModel], str] = {}
+    _walk(TableOptions, "plugin_options", seen)
+    anchors = {}
+    for model, path in seen.items():
+        kind = model.model_fields.get("kind")
+        task_kind = typing.get_args(kind.annotation)[0] if kind is not None and kind.is_required() else ""
+        anchors[model] = f"{path} (table{': ' + task_kind if task_kind else ''})"
+    lines = ["## Plugin options: table", "", TABLE_INTRO]
+    for model, heading in anchors.items():
+        lines += _table(model, f"### {heading}", anchors)
+    return lines
 
 
 if __name__ == "__main__":

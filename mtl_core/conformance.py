@@ -16,6 +16,7 @@ import copy
 import pickle
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,8 +221,7 @@ def check_records(ctx: _Context, samples: int) -> CheckResult:
     bad_ids = [i for i in records.ids if not isinstance(i, str) or not i]
     if bad_ids:
         problems.append(f"id {bad_ids[0]!r} is not a non-empty string, expected str ids")
-    repeated = sorted({i for i in records.ids if records.ids.count(i) > 1}, key=str) if len(set(records.ids)) < n \
-        else []
+    repeated = [i for i, count in Counter(map(str, records.ids)).items() if count > 1]
     problems += [f"id {repeated[0]!r} appears more than once, expected unique ids"] if repeated else []
     if len(records.paths) != n:
         problems.append(f"Records has {n} ids but {len(records.paths)} paths, expected one image path per id")

@@ -1,6 +1,6 @@
 """The built-in ``table`` plugin: a folder of images plus a CSV or Parquet table, tasks declared in the config.
 
-See ``docs/configuration.md`` (plugin options: table) and ``examples/jsrt_table/`` and ``examples/shapes/``.
+Its options are documented in ``docs/configuration.md`` (plugin options: table); ``examples/shapes/`` uses it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from .options import (
     PatternRule,
     RegressionSpec,
     ShapesOptions,
+    StratumSpec,
     TableOptions,
 )
 from .plugin import TablePlugin, build_task
 
 __all__ = ["BinarySpec", "ClassificationSpec", "Condition", "PatternRule", "RegressionSpec", "ShapesOptions",
-           "TableOptions", "TablePlugin", "build_task"]
+           "StratumSpec", "TableOptions", "TablePlugin", "build_task"]

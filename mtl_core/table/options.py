@@ -111,7 +111,7 @@ class _LabelledSpec(_TaskSpec):
 class ClassificationSpec(_LabelledSpec):
     """A multi-class task (softmax cross-entropy with optional label smoothing)."""
 
-    kind: Literal["classification"]
+    kind: Literal["classification"] = Field(..., description="selects this kind of task")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="epsilon of (1 - eps) * one_hot + eps / K")
 
     @model_validator(mode="after")
@@ -125,7 +125,7 @@ class ClassificationSpec(_LabelledSpec):
 class BinarySpec(_LabelledSpec):
     """A two-class task (BCE with logits); 0/1 and true/false cells are read as negative/positive."""
 
-    kind: Literal["binary"]
+    kind: Literal["binary"] = Field(..., description="selects this kind of task")
     classes: list[str] | None = Field(None, min_length=2, max_length=2,
                                       description="[negative, positive] names; default ['negative', 'positive']")
     pos_weight: float | None = Field(None, gt=0.0, description="weight of positive cases in the BCE loss")
@@ -138,13 +138,13 @@ class BinarySpec(_LabelledSpec):
 class RegressionSpec(_TaskSpec):
     """A scalar target; the value used is ``cell * scale + offset``, in ``unit``."""
 
-    kind: Literal["regression"]
+    kind: Literal["regression"] = Field(..., description="selects this kind of task")
     unit: str = Field("", description="unit of the scaled value, shown in reports ('mm', 'px')")
     scale: float = Field(1.0, description="multiplies the cell (e.g. a pixel spacing to turn pixels into mm)")
     offset: float = Field(0.0, description="added after scaling")
     value_range: float | None = Field(None, gt=0.0, description="span that scales errors to [0, 1] in reports; "
                                                                 "default: the training range")
-    loss: Literal["mse", "l1", "huber"] = "mse"
+    loss: Literal["mse", "l1", "huber"] = Field("mse", description="loss on the normalised target")
     normalize: Literal["standardize", "minmax", "none"] = Field("standardize", description="target normalisation, "
                                                                                            "fit on the training part")
 
@@ -189,7 +189,7 @@ class StratumSpec(Strict):
 class ShapesOptions(Strict):
     """The synthetic shapes data set: 0-3 discs, squares or triangles per image, with their count and size."""
 
-    kind: Literal["shapes"] = "shapes"
+    kind: Literal["shapes"] = Field("shapes", description="the generator (the only one so far)")
     n: int = Field(160, ge=12, le=100_000, description="number of images")
     size: int = Field(64, ge=32, le=1024, description="image side in pixels")
     seed: int = Field(0, description="the same seed writes byte-identical files")
@@ -197,12 +197,12 @@ class ShapesOptions(Strict):
 
 
 def _shapes_tasks() -> dict[str, Any]:
+    """The tasks of the shapes data set (as raw declarations: validated like a config's, and shown in the docs)."""
     return {
-        "shape": ClassificationSpec(kind="classification", classes=["none", "disc", "square", "triangle"],
-                                    label_smoothing=0.1),
-        "count": RegressionSpec(kind="regression", unit="shapes"),
-        "size": RegressionSpec(kind="regression", column="size_px", unit="mm", scale=0.5,
-                               when=Condition(column="shape", values=["disc", "square", "triangle"])),
+        "shape": {"kind": "classification", "classes": ["none", "disc", "square", "triangle"], "label_smoothing": 0.1},
+        "count": {"kind": "regression", "unit": "shapes"},
+        "size": {"kind": "regression", "column": "size_px", "unit": "mm", "scale": 0.5,
+                 "when": {"column": "shape", "values": ["disc", "square", "triangle"]}},
     }
 
 
@@ -222,8 +222,9 @@ class TableOptions(Strict):
                                                                         "relabelled or binned")
     missing_values: list[Scalar] = Field(default_factory=lambda: list(MISSING_VALUES),
                                          description="cells meaning 'no label' for every task without `missing`")
-    tasks: dict[str, TaskSpec] = Field(default_factory=_shapes_tasks, min_length=1,
-                                       description="task name -> declaration, in head order")
+    tasks: dict[str, TaskSpec] = Field(default_factory=_shapes_tasks, min_length=1, validate_default=True,
+                                       description="task name -> declaration, in head order (default: the tasks "
+                                                   "of the synthetic shapes data set)")
     synthetic: ShapesOptions | None = Field(None, description="data set to generate when no data folder exists")
 
     @field_validator("strata", mode="before")
