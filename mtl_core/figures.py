@@ -257,7 +257,7 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
         Paths of the confusion matrices, scatters, learning curves and loss weights, in that order.
 
     Example:
-        >>> write_figures(Path("runs/jsrt"), model["tasks"], pd.read_csv("runs/jsrt/predictions.csv"),
+        >>> write_figures(Path("runs/demo"), model["tasks"], pd.read_csv("runs/demo/predictions.csv"),
         ...               [history])  # doctest: +SKIP
     """
     paths = []

@@ -15,6 +15,9 @@ import torch
 
 from .errors import RunError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: temporary files are created private (0600), results get the usual permissions
+
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, then rename it into place.
@@ -30,6 +33,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:

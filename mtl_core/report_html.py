@@ -115,8 +115,8 @@ def write_html(run_dir: Path, markdown_text: str, figures: list[Path]) -> Path:
     """Write ``run_dir/report.html``: ``markdown_text`` as HTML, then every figure embedded, and return its path.
 
     Example:
-        >>> write_html(Path("runs/jsrt"), Path("runs/jsrt/report.md").read_text(),
-        ...            sorted(Path("runs/jsrt/figures").glob("*.png")))  # doctest: +SKIP
+        >>> write_html(Path("runs/demo"), Path("runs/demo/report.md").read_text(),
+        ...            sorted(Path("runs/demo/figures").glob("*.png")))  # doctest: +SKIP
     """
     title = next((line.lstrip("#").strip() for line in markdown_text.splitlines() if line.startswith("# ")),
                  "Run report")

@@ -196,7 +196,8 @@ def make_splits(records: Records, plugin: Plugin, config: RunConfig) -> list[dic
     strata = records.strata.get(key) if key else None
     s, e = config.data.split, config.evaluation
     if e.folds == 1:
-        train, val, test = holdout_split(len(records), strata, s.test_fraction, s.val_fraction, s.seed)
+        train, val, test = holdout_split(len(records), strata, s.test_fraction, s.val_fraction, s.seed,
+                                         records.groups)
         return [{"train": train, "val": val, "test": test, "repeat": 0, "fold": 0}]
     return kfold_splits(len(records), strata, records.groups, e.folds, e.repeats, s.val_fraction, s.seed)
 
@@ -205,7 +206,8 @@ def final_split(records: Records, plugin: Plugin, config: RunConfig) -> dict[str
     """All cases but a validation part (for early stopping): the model a cross-validated run saves."""
     key = plugin.stratify_key
     strata = records.strata.get(key) if key else None
-    train, val = train_val_split(len(records), strata, config.data.split.val_fraction, config.data.split.seed)
+    train, val = train_val_split(len(records), strata, config.data.split.val_fraction, config.data.split.seed,
+                                 records.groups)
     return {"train": train, "val": val, "test": np.array([], dtype=int), "repeat": -1, "fold": -1}
 
 

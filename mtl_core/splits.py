@@ -23,8 +23,20 @@ def _stratified_take(index: np.ndarray, strata: np.ndarray, fraction: float,
     return np.setdiff1d(index, taken_arr), taken_arr
 
 
+def _grouped_take(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_stratified_take` over whole groups (a group's stratum is its most frequent one)."""
+    if groups is None:
+        return _stratified_take(index, labels, fraction, rng)
+    units, inverse = np.unique(np.asarray(groups)[index].astype(str), return_inverse=True)
+    unit_labels = np.array([_majority(labels[index][inverse == u]) for u in range(len(units))])
+    _, taken_units = _stratified_take(np.arange(len(units)), unit_labels, fraction, rng)
+    taken = np.isin(inverse, taken_units)
+    return index[~taken], index[taken]
+
+
 def holdout_split(n: int, strata: np.ndarray | None, test_fraction: float, val_fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, validation and test indices; each stratum is split in the same proportions.
 
     Args:
@@ -33,15 +45,15 @@ def holdout_split(n: int, strata: np.ndarray | None, test_fraction: float, val_f
         test_fraction: part held out for the final metrics.
         val_fraction: part of the remainder used for early stopping (0 for none).
         seed: split seed.
+        groups: optional group (patient) per case: a group never straddles two parts.
     """
     if n < 3:
         raise ConfigError(f"a split needs at least 3 cases, the data set has {n}")
     rng = np.random.default_rng(seed)
-    labels = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
-    everything = np.arange(n)
-    rest, test = _stratified_take(everything, labels, test_fraction, rng)
+    labels = (np.zeros(n, dtype=int) if strata is None else np.asarray(strata)).astype(str)
+    rest, test = _grouped_take(np.arange(n), labels, groups, test_fraction, rng)
     if val_fraction > 0:
-        train, val = _stratified_take(rest, labels, val_fraction, rng)
+        train, val = _grouped_take(rest, labels, groups, val_fraction, rng)
     else:
         train, val = rest, np.array([], dtype=int)
     return train, val, test
@@ -86,7 +98,7 @@ def kfold_splits(n: int, strata: np.ndarray | None, groups: np.ndarray | None, f
             test = np.flatnonzero(fold_of_case == fold)
             rest = np.flatnonzero(fold_of_case != fold)
             if val_fraction > 0:
-                train, val = _stratified_take(rest, labels, val_fraction, rng)
+                train, val = _grouped_take(rest, labels, groups, val_fraction, rng)
             else:
                 train, val = rest, np.array([], dtype=int)
             out.append({"train": train, "val": val, "test": test, "repeat": repeat, "fold": fold})
@@ -106,9 +118,10 @@ def _majority(values: np.ndarray) -> str:
     return str(found[np.argmax(counts)])
 
 
-def train_val_split(n: int, strata: np.ndarray | None, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """All cases into training and (stratified) validation parts, no test part."""
-    labels = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
+def train_val_split(n: int, strata: np.ndarray | None, val_fraction: float, seed: int,
+                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All cases into training and (stratified, group-aware) validation parts, no test part."""
+    labels = (np.zeros(n, dtype=int) if strata is None else np.asarray(strata)).astype(str)
     if val_fraction <= 0:
         return np.arange(n), np.array([], dtype=int)
-    return _stratified_take(np.arange(n), labels.astype(str), val_fraction, np.random.default_rng(seed))
+    return _grouped_take(np.arange(n), labels, groups, val_fraction, np.random.default_rng(seed))

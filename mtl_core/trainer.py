@@ -150,19 +150,21 @@ class Trainer:
         if checkpoint is not None and Path(checkpoint).is_file():
             self._restore(Path(checkpoint), optimiser, generator, loop)
         bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
-        if bar and loop.epoch:
-            bar.update(loop.epoch)
-        while loop.epoch < s.epochs and not loop.stopped:
+        try:
+            if bar and loop.epoch:
+                bar.update(loop.epoch)
+            while loop.epoch < s.epochs and not loop.stopped:
+                if bar:
+                    bar.update(1)
+                    if loop.history.val:
+                        bar.set_postfix(val_loss=f"{loop.history.val[-1]['total']:.3f}")
+                self._epoch(train, val, optimiser, generator, loop)
+                loop.epoch += 1
+                if checkpoint is not None:
+                    save_checkpoint(Path(checkpoint), self._snapshot(optimiser, generator, loop))
+        finally:  # an interrupted training leaves a clean console line too
             if bar:
-                bar.update(1)
-                if loop.history.val:
-                    bar.set_postfix(val_loss=f"{loop.history.val[-1]['total']:.3f}")
-            self._epoch(train, val, optimiser, generator, loop)
-            loop.epoch += 1
-            if checkpoint is not None:
-                save_checkpoint(Path(checkpoint), self._snapshot(optimiser, generator, loop))
-        if bar:
-            bar.close()
+                bar.close()
         if loop.best_state is not None:
             self.model.load_state_dict(loop.best_state["model"])
             self.composer.load_state_dict(loop.best_state["composer"])
