@@ -113,3 +113,16 @@ def test_warm_rerun_hits_the_feature_cache(phantom, tmp_path, cache_env):
     assert first.returncode == 0
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["run"]["feature_cache"]["cache_misses"] == 0  # the session's first run filled it
+
+
+def test_predict_reads_original_img_files(finished_run, phantom, tmp_path, cache_env):
+    from jsrt_res_mtnet.raw_img import write_jsrt_img
+
+    out, _ = finished_run
+    png = sorted((phantom / "images").glob("*.png"))[0]
+    big = np.asarray(Image.open(png).resize((2048, 2048)), dtype=np.float32) / 255
+    raw = tmp_path / "JPCLN001.IMG"
+    write_jsrt_img(raw, big)
+    done = mtl("predict", str(out), str(raw), "--format", "json", env=cache_env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)[0]) == sorted(["image", *TASKS])
