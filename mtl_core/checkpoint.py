@@ -169,7 +169,7 @@ class RunCheckpoints:
     Args:
         output: The run folder.
         config: The resolved configuration as JSON (``output`` excluded: a copied run folder still resumes).
-        data: The identity of the data (folder, number of cases, digest of ids and targets).
+        data: The identity of the data (number of cases, digest of ids and targets).
         resume: Continue the trainings found there; otherwise stale checkpoints are removed.
         say: Where to tell the user what happens.
 

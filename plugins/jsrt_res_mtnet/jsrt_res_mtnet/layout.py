@@ -77,7 +77,8 @@ def find_layout(root: str | Path) -> Layout:
         raise DataError(f"data folder {root} is empty; put a JSRT copy there: {LAYOUTS_HELP}")
     metadata_csv = _child(root, METADATA_NAME, want_dir=False)
     if metadata_csv is None:
-        raise DataError(f"data folder {root} has no {METADATA_NAME}{_nested_hint(root)}; supported: {LAYOUTS_HELP}")
+        raise DataError(f"data folder {root} has no {METADATA_NAME}{_nested_hint(root)}; supported: {LAYOUTS_HELP}; "
+                        f"put the table there")
     images = _child(root, "images", want_dir=True)
     nested = _child(images, "images", want_dir=True) if images else None
     for candidate in (images, nested, root):

@@ -159,13 +159,14 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             if header is None:
                 header = _check_header(path, cells)
             elif len(cells) != len(header):
-                raise DataError(f"{path}: line {start} has {len(cells)} fields, the header has {len(header)}")
+                raise DataError(f"{path}: line {start} has {len(cells)} fields, the header has {len(header)}; quote "
+                                f"cells that contain commas (\"a, b\") and give every row one cell per column")
             else:
                 rows.append((start, dict(zip(header, cells, strict=True))))
     except csv.Error as exc:
         raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
     if not rows:
-        raise DataError(f"metadata table {path} has a header but no data rows")
+        raise DataError(f"metadata table {path} has a header but no data rows; add one row per image")
     return rows
 
 
@@ -182,7 +183,7 @@ def _check_header(path: Path, cells: list[str]) -> list[str]:
         raise DataError(f"{path}: line 1 repeats column(s) {', '.join(repeated)}; keep one of each")
     extra = [name for name in header if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     if extra:
-        logger.info("%s: ignoring extra column(s) %s", path, ", ".join(extra))
+        logger.warning("%s: ignoring extra column(s) %s", path, ", ".join(extra))
     return header
 
 

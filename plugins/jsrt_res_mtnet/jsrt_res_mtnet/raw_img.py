@@ -48,7 +48,8 @@ def read_jsrt_img(path: str | Path) -> np.ndarray:
     size = path.stat().st_size
     if size != JSRT_BYTES:
         raise DataError(
-            f"JSRT image {path} has {size:,} bytes; a raw JSRT .IMG (2048x2048, 16-bit) has {JSRT_BYTES:,} bytes"
+            f"JSRT image {path} has {size:,} bytes; a raw JSRT .IMG (2048x2048, 16-bit) has {JSRT_BYTES:,} bytes: "
+            "re-copy it from the JSRT archive"
         )
     values = np.fromfile(path, dtype=JSRT_DTYPE).reshape(JSRT_SHAPE)
     top = int(values.max())
