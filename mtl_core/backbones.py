@@ -80,11 +80,7 @@ def _build_torchvision(name: str) -> nn.Module:
                                                                 if name in ("googlenet", "inception_v3") else {}))
     for attr in ("fc", "classifier", "head", "heads"):
         if hasattr(model, attr):
-            layer = getattr(model, attr)
-            if isinstance(layer, nn.Sequential) and name.startswith(("alexnet", "vgg")):
-                layer[-1] = nn.Identity()  # keep the penultimate layer: the pooled feature vector
-            else:
-                setattr(model, attr, nn.Identity())
+            setattr(model, attr, nn.Identity())
             break
     return model
 
@@ -184,14 +180,18 @@ class Backbone(nn.Module):
         return self._features(self.prepare(images))
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "avg":
+        # torchvision models with a `features` block (AlexNet, VGG, DenseNet, EfficientNet, SqueezeNet...) are pooled
+        # here: some of their heads keep spatial maps (SqueezeNet) or add fully connected layers (AlexNet, VGG)
+        own_pooling = isinstance(self.model, nn.Module) and hasattr(self.model, "features") \
+            and not hasattr(self.model, "forward_features")
+        if self.pooling == "avg" and not own_pooling:
             return self.model(x).flatten(1)  # (B, F)
         x = self._feature_map(x)
         if x.ndim == 4 and getattr(self.model, "output_fmt", "NCHW") == "NHWC":
             x = x.permute(0, 3, 1, 2)
         if x.ndim != 4:
             raise MTLError(f"backbone {self.model.__class__.__name__} has no spatial feature map; use pooling 'avg'")
-        return F.adaptive_avg_pool2d(x, self.grid).flatten(1)  # (B, C * g * g)
+        return F.adaptive_avg_pool2d(x, self.grid if self.pooling == "grid" else 1).flatten(1)  # (B, C * g * g)
 
     def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map: timm's forward_features, or a torchvision model's ``features`` block."""

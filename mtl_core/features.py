@@ -20,7 +20,7 @@ import torch
 
 from .backbones import BackboneFusion
 from .data import ImageDataset, ImageReader
-from .errors import MTLError
+from .errors import MTLError, RunError
 from .weights import file_digest
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ def _atomic_save(tensor: torch.Tensor, metadata: dict[str, str], path: Path) -> 
     try:
         save_file({"features": tensor.contiguous()}, tmp, metadata=metadata)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise RunError(f"cannot write the feature cache {path}: {exc.strerror or exc}; free space or set "
+                       f"MTL_CACHE_DIR to another folder") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -148,7 +148,7 @@ def _protocol(config: RunConfig, prep: Prepared, splits: list[dict[str, Any]]) -
     e, key = config.evaluation, prep.plugin.stratify_key
     strata = prep.records.strata.get(key) if key else None
     protocol = {"folds": e.folds, "repeats": e.repeats, "trainings": len(splits), "stratified_on": key,
-                "group_aware": prep.records.groups is not None,  # every split and validation part keeps groups whole "split_seed": config.data.split.seed,
+                "group_aware": prep.records.groups is not None, "split_seed": config.data.split.seed,
                 "single_task_baselines": e.wants_single_task()}
     if e.folds == 1:
         protocol["test_fraction"] = config.data.split.test_fraction

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,9 +38,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's own advice (weights_only=False) is exactly what we refuse
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
-        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise WeightsError(f"cannot read weights file {path} as safetensors or a weights-only state dict "
+                           f"({type(exc).__name__}); it may hold code (refused) or be damaged: export the "
+                           f"weights with safetensors") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -22,6 +22,7 @@ WIDTH_CASES = [
     pytest.param("test_resnet", "grid", 96 * 4, id="timm-resnet-grid"),
     pytest.param("test_efficientnet", "grid", 256 * 4, id="timm-efficientnet-grid"),
     pytest.param("squeezenet1_1", "avg", 512, id="torchvision-squeezenet-avg"),
+    pytest.param("squeezenet1_1", "grid", 512 * 4, id="torchvision-squeezenet-grid"),
     pytest.param("test_mambaout", "avg", 256, id="timm-mambaout-avg"),
     pytest.param("test_mambaout", "grid", 64 * 4, id="timm-mambaout-grid"),
 ]
@@ -131,7 +132,7 @@ def test_unknown_backbone_name_suggests_close_names():
     ([], {}, "at least one"),
     (["test_resnet", "test_resnet"], {}, "unique"),
     (["test_resnet"], {"pooling": "max"}, "pooling"),
-    (["squeezenet1_1"], {"pooling": "grid"}, "torchvision"),
+    (["googlenet"], {"pooling": "grid"}, "no feature map"),  # a torchvision model without a `features` block
 ])
 def test_invalid_fusion_settings_raise_mtl_error(names, options, words):
     with pytest.raises(MTLError, match=words):
