@@ -130,7 +130,8 @@ def _load_from_file(spec: str) -> type:
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
-        raise PluginError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}; fix the plugin file "
+                          f"(run it with python to see the full error)") from None
     if not hasattr(module, class_name):
         raise PluginError(f"plugin file {path} has no class {class_name!r}")
     return getattr(module, class_name)
@@ -149,7 +150,8 @@ def _load_class(name: str) -> tuple[type, str]:
     try:
         return ep.load(), origin
     except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
-        raise PluginError(f"plugin {name!r} from {origin} failed to load: {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"plugin {name!r} from {origin} failed to load: {type(exc).__name__}: {exc}; fix the plugin "
+                          f"or reinstall its distribution") from None
 
 
 def check_tasks(tasks: Any, origin: str) -> list[Task]:

@@ -206,7 +206,6 @@ CASES: dict[str, Case] = {
                                          needs_run=True),
 }
 NO_FIX_YET = {  # engine messages that name the culprit but not yet the fix: see the reasons
-    "plugin that raises on load": "mtl_core.plugins: 'failed to import' should add how to fix it (the plugin)",
 }
 ROOT_CAN_WRITE = hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -178,15 +178,11 @@ def test_config_loader_on_random_text(text, overrides):
     _check_config(text, overrides)
 
 
-@pytest.mark.xfail(strict=True, reason="mtl_core.config.read_raw lets UnicodeDecodeError through (found by the "
-                                       "property test on random bytes); catch it as a ConfigError")
 @pytest.mark.parametrize("data", [b"\x80", b"plugin: jsrt_res_mtnet\ntrain: {seed: \xff}\n"])
 def test_config_file_that_is_not_utf8(data):
     _check_config(data, [])
 
 
-@pytest.mark.xfail(strict=True, reason="mtl_core.config.read_raw: a yaml ReaderError (control character) has no "
-                                       "problem_mark and a two-line message; the CLI prints both lines")
 def test_yaml_error_is_one_line(tmp_path):
     (tmp_path / "config.yaml").write_text("plugin: jsrt\x08\n")
     with pytest.raises(ConfigError) as caught:
