@@ -58,6 +58,10 @@ def backbone_source(name: str) -> str:
     import timm
     import torchvision
 
+    from .small_cnn import LOCAL_BACKBONES
+
+    if name in LOCAL_BACKBONES:
+        return "mtl"
     in_timm = timm.is_model(name)
     in_torchvision = name in torchvision.models.list_models(module=torchvision.models)
     if in_timm and (timm.list_pretrained(name) or timm.list_pretrained(f"{name}.*") or not in_torchvision):
@@ -98,7 +102,12 @@ class Backbone(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             source = backbone_source(name)
-            self.model = _build_timm(name) if source == "timm" else _build_torchvision(name)
+            if source == "mtl":
+                from .small_cnn import LOCAL_BACKBONES
+
+                self.model = LOCAL_BACKBONES.get(name)()
+            else:
+                self.model = _build_timm(name) if source == "timm" else _build_torchvision(name)
         mean, std, size = self._preprocessing(source)
         kind, weights_id = self._load_weights(name, source, weights, allow_download, on_missing_weights, seed)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -107,13 +116,13 @@ class Backbone(nn.Module):
                                  tuple(mean), tuple(std), kind, weights_id)
 
     def _preprocessing(self, source: str) -> tuple[tuple, tuple, int]:
-        if source == "timm":
+        if source in ("timm", "mtl"):
             cfg = self.model.pretrained_cfg
             return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), cfg["input_size"][-1]
         return IMAGENET_MEAN, IMAGENET_STD, 224
 
     def _width(self, source: str, size: int) -> int:
-        if source == "timm" and self.pooling == "avg":
+        if source in ("timm", "mtl") and self.pooling == "avg":
             # models with a pre-logits layer output head_hidden_size features, the others num_features
             return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         # torchvision models carry no width metadata, and a timm model's last feature map can be wider or narrower
@@ -134,13 +143,13 @@ class Backbone(nn.Module):
             fit_state_dict(self.model, read_state_dict(path), name, f"file {path}")
             return "file", f"sha256:{file_digest(path)}"
         found = local_weights_file(name)
-        if found is None:
+        if found is None and source != "mtl":
             found = (cached_timm_weights(self.model.pretrained_cfg) if source == "timm"
                      else cached_torchvision_weights(name)[0])
         if found is not None:
             fit_state_dict(self.model, read_state_dict(found), name, f"file {found}")
             return "pretrained", f"sha256:{file_digest(found)}"
-        if allow_download:
+        if allow_download and source != "mtl":
             return self._download(name, source)
         message = (f"no pretrained weights for backbone {name!r} in the local caches and downloads are off; "
                    f"put <name>.safetensors in $MTL_WEIGHTS_DIR or give a weights file")

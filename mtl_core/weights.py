@@ -121,7 +121,10 @@ def pretrained_available(name: str) -> bool:
         return True
     from .backbones import backbone_source
 
-    if backbone_source(name) == "timm":
+    source = backbone_source(name)
+    if source == "mtl":
+        return False  # the engine's own small CNNs have no pretrained weights but a local file
+    if source == "timm":
         import timm
 
         cfg = timm.models.get_pretrained_cfg(name)
