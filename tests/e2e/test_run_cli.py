@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pandas as pd
-import pydicom
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from ..dicom_files import write_dicom
 from .conftest import EXAMPLE, FAST, mtl
 
 TASKS = ["subtlety", "state", "position", "diagnosis", "x", "y", "size"]
@@ -47,26 +45,12 @@ def test_predictions_csv_has_truth_and_prediction_per_task(finished_run):
     assert set(frame["state_pred"]) <= {"benign", "malignant", "non-nodule"}
 
 
-def _write_dicom(path, pixels: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.PatientName, ds.PatientID = "Doe^Jane", "SECRET-ID-123"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_predict_png_and_dicom_print_all_tasks(finished_run, phantom, tmp_path, cache_env):
     out, _ = finished_run
     png = sorted((phantom / "images").glob("*.png"))[0]
     dcm = tmp_path / "case.dcm"
-    _write_dicom(dcm, (np.asarray(Image.open(png), dtype=np.float64) / 255 * 4095).astype(np.uint16))
+    write_dicom(dcm, (np.asarray(Image.open(png), dtype=np.float64) / 255 * 4095).astype(np.uint16),
+                PatientName="Doe^Jane", PatientID="SECRET-ID-123")
     done = mtl("predict", str(out), str(png), str(dcm), "--format", "json", env=cache_env)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)

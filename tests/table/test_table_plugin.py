@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mtl_core import BinaryTask, ClassificationTask, ConfigError, DataError, RegressionTask
 from mtl_core.plugins import load_plugin
+
+from ..dicom_files import write_dicom
 
 TASKS = {
     "grade": {"kind": "classification", "classes": ["low", "high"], "mapping": {1: "low", 2: "high", 9: None},
@@ -138,25 +137,11 @@ def test_a_condition_column_must_exist_too(folder):
         plugin_for(tasks=tasks).load_records(folder)
 
 
-def _write_dicom(path: Path, pixels: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_images_are_found_by_stem_whatever_their_format(folder):
     from PIL import Image
 
     (folder / "images" / "c1.png").unlink()
-    _write_dicom(folder / "images" / "c1.dcm", np.full((20, 20), 4095))
+    write_dicom(folder / "images" / "c1.dcm", np.full((20, 20), 4095))
     (folder / "images" / "c2.png").rename(folder / "images" / "C2.jpg")
     Image.open(folder / "images" / "C2.jpg").save(folder / "images" / "C2.jpg", format="JPEG")
     plugin = plugin_for()
