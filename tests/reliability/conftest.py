@@ -18,8 +18,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from tests.dicom_files import write_dicom as _write_dicom
 from tests.e2e.conftest import EXAMPLE, FAST, REPO, cache_env, phantom  # noqa: F401 - session fixtures reused
-from tests.e2e.test_run_cli import _write_dicom
 
 # The end-to-end settings with two epochs: these tests are about what happens around training, not its result.
 QUICK = [*FAST, "--set", "train.epochs=2"]
