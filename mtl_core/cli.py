@@ -29,12 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import execute
 
-    overrides = list(args.set)
-    if args.folds is not None:
-        overrides.append(f"evaluation.folds={args.folds}")
-    if args.repeats is not None:
-        overrides.append(f"evaluation.repeats={args.repeats}")
-    config = load_config(Path(args.dir), overrides)
+    config = load_config(Path(args.dir), _overrides(args))
     try:
         result = execute(config, data=args.data, output=args.output, say=_say, progress=_progress,
                          resume=args.resume)
@@ -46,6 +41,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\nmulti-task gain Delta_m over single-task models: {result.metrics['delta_m']:.2f} %")
     print(f"\nrun folder: {result.output} (wall time {result.metrics['run']['wall_time_s']} s)")
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` values plus ``--folds`` / ``--repeats`` as ``evaluation.*`` overrides."""
+    return list(args.set) + [f"evaluation.{flag}={getattr(args, flag)}" for flag in ("folds", "repeats")
+                             if getattr(args, flag, None) is not None]
 
 
 def _resume_command(args: argparse.Namespace, output: Path) -> str:
@@ -64,8 +65,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
     frame = compare(Path(args.dir), args.backbones, ablations=args.ablations, data=args.data, output=args.output,
-                    overrides=list(args.set) + ([f"evaluation.folds={args.folds}"] if args.folds else [])
-                    + ([f"evaluation.repeats={args.repeats}"] if args.repeats else []),
+                    overrides=_overrides(args),
                     allow_random=args.allow_random, say=_say, progress=_progress)
     print(f"{len(frame)} variants compared: {args.output / 'compare.csv'}, {args.output / 'compare.md'}")
     return 0

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,10 +215,3 @@ def label_counts(tasks: list[Task], records: Records, split: dict[str, np.ndarra
     parts = {k: v for k, v in split.items() if k in ("train", "val", "test")}
     return {t.name: {part: int((~np.isnan(records.targets[t.name][idx])).sum()) for part, idx in parts.items()}
             for t in tasks}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Call ``fn`` and return (result, seconds)."""
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
