@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -77,6 +77,9 @@ class TrainConfig(Strict):
     patience: int = Field(15, ge=1)
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="autocast of training and fine-tuning (fp16 with a gradient scaler); auto: bf16 on "
+                            "CUDA, fp32 elsewhere")
 
 
 class SplitConfig(Strict):
@@ -105,9 +108,23 @@ class DataConfig(Strict):
 
     path: str | None = Field(None, description="data folder; relative paths are relative to the config file")
     image_size: int = Field(224, ge=16)
-    batch_size: int = Field(16, ge=1, description="batch size of feature extraction")
-    workers: int = Field(0, ge=0, description="DataLoader workers for decoding and resizing")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="batch size of feature extraction; auto: 256 on CUDA, 16 elsewhere")
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader workers for decoding and resizing; auto: one per spare CPU core (at "
+                                  "most 8) on CUDA, none on the CPU, where the backbones are the bottleneck")
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class ComputeConfig(Strict):
+    """How feature extraction uses the hardware (docs/performance.md has the measured effect of each)."""
+
+    precision: Literal["auto", "fp32", "tf32", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA (fp16 where the card lacks bf16), fp32 elsewhere; part "
+                            "of the feature cache key")
+    channels_last: bool | Literal["auto"] = Field("auto", description="NHWC memory format; auto: on CUDA")
+    compile: bool = Field(False, description="torch.compile the backbones (compilation takes minutes once per "
+                                             "process; falls back to eager with a warning when it fails)")
 
 
 class RunConfig(Strict):
@@ -116,6 +133,7 @@ class RunConfig(Strict):
     plugin: str = Field(..., description="installed plugin name, or 'path/to/file.py:ClassName'")
     plugin_options: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     fallback: FallbackConfig | None = None
     tasks: dict[str, TaskOverride] = Field(default_factory=dict)

@@ -118,21 +118,28 @@ class ImageDataset(torch.utils.data.Dataset):
 
 @dataclass
 class TensorData:
-    """Model inputs (cached features (N, F) or images (N, C, H, W)) with encoded targets and masks."""
+    """Model inputs (cached features (N, F) or images (N, C, H, W)) with encoded targets and masks.
+
+    With ``rows``, case ``i`` is ``inputs[rows[i]]``: the parts of a split (and every fold) share the one full
+    matrix instead of each holding a copy of its rows.
+    """
 
     inputs: torch.Tensor
     targets: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     ids: list[str]
     is_features: bool = True
+    rows: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, inputs: torch.Tensor, records: Records, tasks: list[Task], is_features: bool = True) -> TensorData:
-        """Encode ``records``' targets with each (already fitted) task."""
+    def build(cls, inputs: torch.Tensor, records: Records, tasks: list[Task], is_features: bool = True,
+              rows: np.ndarray | None = None) -> TensorData:
+        """Encode ``records``' targets with each (already fitted) task; ``rows`` as in the class."""
         targets, masks = {}, {}
         for task in tasks:
             targets[task.name], masks[task.name] = task.encode(np.asarray(records.targets[task.name], np.float64))
-        return cls(inputs, targets, masks, list(records.ids), is_features)
+        index = None if rows is None else torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        return cls(inputs, targets, masks, list(records.ids), is_features, index)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -143,7 +150,7 @@ class TensorData:
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
             yield {
-                "features" if self.is_features else "image": self.inputs[idx],
+                "features" if self.is_features else "image": self.inputs[idx if self.rows is None else self.rows[idx]],
                 "targets": {k: v[idx] for k, v in self.targets.items()},
                 "mask": {k: v[idx] for k, v in self.masks.items()},
                 "id": [self.ids[i] for i in idx.tolist()],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .accel import Compiled, out_of_memory, precision_context, resolve_precision, use_channels_last
 from .backbones import BackboneFusion
 from .data import ImageDataset, ImageReader
 from .errors import MTLError, RunError
@@ -38,28 +39,52 @@ def library_versions() -> dict[str, str]:
             "mtl_core": __version__}
 
 
-def extractor_key(fusion: BackboneFusion, image_size: int, reader_id: str) -> str:
-    """Digest of everything except the images that determines the features."""
+def extractor_key(fusion: BackboneFusion, image_size: int, reader_id: str, precision: str = "fp32") -> str:
+    """Digest of everything except the images that determines the features (``precision`` resolved)."""
     spec = {"backbones": fusion.describe(), "pooling": [b.pooling for b in fusion.backbones],
             "grid": [b.grid for b in fusion.backbones], "image_size": image_size, "reader": reader_id,
             "versions": library_versions()}
+    if precision != "fp32":  # fp32 keys stay those of earlier versions
+        spec["precision"] = precision
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                      batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
-                     progress: Callable | None = None) -> torch.Tensor:
-    """Run the fused backbones over images. Returns (N, fusion.num_features) float32 on the CPU."""
+                     progress: Callable | None = None, out: torch.Tensor | None = None,
+                     rows: torch.Tensor | None = None, precision: str = "auto", channels_last: bool | str = "auto",
+                     compile: bool = False) -> torch.Tensor:
+    """Run the fused backbones over images. Returns (N, fusion.num_features) float32 on the CPU.
+
+    Args:
+        out, rows: write the features of ``paths[i]`` into ``out[rows[i]]`` (and return ``out``) instead of
+            allocating a new matrix: a large data set then holds its feature matrix once.
+        precision, channels_last, compile: see :mod:`mtl_core.accel` (``auto``: bf16 autocast and channels_last
+            on CUDA, fp32 on the CPU).
+
+    Raises:
+        RunError: the device ran out of memory (the message says which batch size to try).
+    """
     device = torch.device(device)
     fusion.to(device).eval()
+    if use_channels_last(channels_last, device):
+        fusion.to(memory_format=torch.channels_last)
+    forward = Compiled(fusion, compile)
     loader = torch.utils.data.DataLoader(ImageDataset(paths, reader, image_size), batch_size=batch_size,
                                          num_workers=workers, pin_memory=device.type == "cuda")
-    out = torch.empty(len(paths), fusion.num_features)
+    if out is None:
+        out = torch.empty(len(paths), fusion.num_features)
+    rows = torch.arange(len(paths)) if rows is None else torch.as_tensor(rows)
     bar = progress(total=len(paths), desc="extract", unit="img") if progress else None
     with torch.inference_mode():
         try:
             for index, images in loader:
-                out[index] = fusion(images.to(device, non_blocking=True)).float().cpu()
+                try:
+                    with precision_context(precision, device):
+                        fused = forward(images.to(device, non_blocking=True))
+                except torch.cuda.OutOfMemoryError:
+                    raise out_of_memory("extracting features", "data.batch_size", batch_size, device) from None
+                out[rows[index]] = fused.float().cpu()
                 if bar:
                     bar.update(len(index))
         except MTLError as exc:  # a worker's error arrives wrapped in its traceback text: keep the message
@@ -93,6 +118,19 @@ def _atomic_save(tensor: torch.Tensor, metadata: dict[str, str], path: Path) -> 
             os.unlink(tmp)
 
 
+class _Continued:
+    """One progress bar across several extraction passes: their ``close`` leaves it open."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        pass
+
+
 class FeatureCache:
     """Content-addressed store of fused features under ``root``.
 
@@ -101,15 +139,17 @@ class FeatureCache:
         >>> feats = cache.features(fusion, paths, reader, image_size=224)  # doctest: +SKIP
     """
 
+    first_chunk = 1024  # images extracted before the first store; each later chunk is twice the one before
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.hits = 0  # images served from the cache
         self.misses = 0  # images extracted
 
-    def _load(self, path: Path) -> dict[str, torch.Tensor]:
-        """Digest -> features of one bucket file; empty when absent or corrupt (a corrupt file is dropped)."""
+    def _load(self, path: Path) -> tuple[list[str], torch.Tensor | None]:
+        """Digests and features of one bucket file; nothing when absent or corrupt (a corrupt file is dropped)."""
         if not path.is_file():
-            return {}
+            return [], None
         try:
             from safetensors import safe_open
 
@@ -119,38 +159,73 @@ class FeatureCache:
             digests = json.loads(meta.get("digests", "[]"))
             if meta.get("checksum") != _tensor_checksum(tensor) or len(digests) != len(tensor):
                 raise ValueError("checksum does not match the contents")
-            return dict(zip(digests, tensor, strict=True))
+            return digests, tensor
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
             log.warning("dropping corrupt feature cache entry %s (%s); recomputing", path, exc)
             path.unlink(missing_ok=True)
-            return {}
+            return [], None
+
+    def _store(self, path: Path, fresh: dict[str, torch.Tensor]) -> None:
+        """Add ``fresh`` (digest -> row) to the bucket file at ``path``, rewriting it whole."""
+        digests, tensor = self._load(path)
+        merged = dict(zip(digests, tensor, strict=True)) if tensor is not None else {}
+        merged |= fresh
+        members = sorted(merged)
+        stacked = torch.stack([merged[d] for d in members])
+        _atomic_save(stacked, {"digests": json.dumps(members), "checksum": _tensor_checksum(stacked)}, path)
 
     def features(self, fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                  reader_id: str | None = None, **extract_options) -> torch.Tensor:
         """Features (N, F) for ``paths``, from the cache where possible; misses are extracted and stored.
+
+        The matrix is allocated once and filled in place, bucket by bucket, so memory holds it once plus one
+        bucket. Misses are extracted in chunks that double in size (``first_chunk`` images, then twice that, ...),
+        each stored as it ends: an interrupted extraction keeps at least half of what it had done, for about twice
+        the writes of a single store at the end.
 
         Args:
             reader_id: identity of ``reader`` in the cache key; its qualified name when not given.
         """
         reader_id = reader_id or f"{getattr(reader, '__module__', '')}.{getattr(reader, '__qualname__', reader)}"
         digests = [file_digest(Path(p)) for p in paths]
-        folder = self.root / extractor_key(fusion, image_size, reader_id)[:32]
-        first_path = dict(zip(reversed(digests), reversed(list(paths)), strict=True))
-        stored = {b: self._load(folder / f"{b}.safetensors") for b in sorted({d[0] for d in first_path})}
-        by_digest = {d: stored[d[0]][d] for d in first_path if d in stored[d[0]]}
-        todo = [d for d in first_path if d not in by_digest]
-        self.hits, self.misses = self.hits + len(by_digest), self.misses + len(todo)
-        if todo:  # one extraction pass over every missed image, then each touched bucket is rewritten whole
-            fresh = extract_features(fusion, [first_path[d] for d in todo], reader, image_size, **extract_options)
-            by_digest.update(zip(todo, fresh, strict=True))
-            for bucket in sorted({d[0] for d in todo}):
-                merged = stored[bucket] | {d: by_digest[d] for d in todo if d[0] == bucket}
-                members = sorted(merged)
-                tensor = torch.stack([merged[d] for d in members])
-                _atomic_save(tensor, {"digests": json.dumps(members), "checksum": _tensor_checksum(tensor)},
-                             folder / f"{bucket}.safetensors")
-        return torch.stack([by_digest[d] for d in digests]) if digests else torch.empty(0, fusion.num_features)
-
+        precision = resolve_precision(extract_options.get("precision", "auto"),
+                                      extract_options.get("device", "cpu"))
+        folder = self.root / extractor_key(fusion, image_size, reader_id, precision)[:32]
+        rows: dict[str, list[int]] = {}  # digest -> rows of the matrix (the same image may be listed twice)
+        for row, digest in enumerate(digests):
+            rows.setdefault(digest, []).append(row)
+        out = torch.empty(len(paths), fusion.num_features)
+        todo = set(rows)
+        for bucket in sorted({d[0] for d in rows}):
+            stored, tensor = self._load(folder / f"{bucket}.safetensors")
+            for i, digest in enumerate(stored):
+                if digest in todo:
+                    out[rows[digest]] = tensor[i]
+                    todo.discard(digest)
+            del tensor
+        missing = [d for d in rows if d in todo]  # in the order of paths
+        self.hits, self.misses = self.hits + len(rows) - len(missing), self.misses + len(missing)
+        progress = extract_options.pop("progress", None)
+        bar = progress(total=len(missing), desc="extract", unit="img") if progress and missing else None
+        chunk, start = self.first_chunk, 0
+        try:
+            while start < len(missing):
+                part = missing[start:start + chunk]
+                first = [rows[d][0] for d in part]
+                extract_features(fusion, [paths[r] for r in first], reader, image_size, out=out,
+                                 rows=torch.tensor(first), progress=bar and (lambda **_: _Continued(bar)),
+                                 **extract_options)
+                for bucket in sorted({d[0] for d in part}):
+                    self._store(folder / f"{bucket}.safetensors",
+                                {d: out[rows[d][0]] for d in part if d[0] == bucket})
+                start, chunk = start + chunk, chunk * 2
+        finally:
+            if bar:
+                bar.close()
+        for digest in missing:
+            for row in rows[digest][1:]:  # the same image listed again
+                out[row] = out[rows[digest][0]]
+        return out
 
 
 __all__ = ["FeatureCache", "extract_features", "extractor_key", "library_versions"]

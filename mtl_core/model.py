@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,11 +40,22 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({t.name: nn.Linear(trunk.out_features, t.out_features) for t in tasks})
 
     @torch.no_grad()
-    def fit_feature_norm(self, features: torch.Tensor) -> None:
-        """Standardise each fused feature with the mean and std of the training features (N, F)."""
-        self.feature_mean.copy_(features.mean(dim=0))
-        if len(features) > 1:
-            std = features.std(dim=0)
+    def fit_feature_norm(self, features: torch.Tensor, rows: np.ndarray | None = None, chunk: int = 4096) -> None:
+        """Standardise each fused feature with the mean and std of the training features: ``features[rows]``
+        (all of ``features`` (N, F) when ``rows`` is None), read in chunks of rows (two passes in float64), so
+        that no copy of the training part is made."""
+        rows = np.arange(len(features)) if rows is None else np.asarray(rows)
+        parts = [torch.as_tensor(rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
+        total = torch.zeros(features.shape[1], dtype=torch.float64, device=features.device)
+        for part in parts:
+            total += features[part].double().sum(dim=0)
+        mean = total / max(len(rows), 1)
+        self.feature_mean.copy_(mean)
+        if len(rows) > 1:
+            squares = torch.zeros_like(mean)
+            for part in parts:
+                squares += ((features[part].double() - mean) ** 2).sum(dim=0)
+            std = (squares / (len(rows) - 1)).sqrt().float()
             # A feature (nearly) constant in training must not explode on new cases: floor at 1% of the mean std.
             self.feature_std.copy_(std.clamp(min=max(1e-6, 1e-2 * float(std.mean()))))
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import extraction_batch, keep_on_device, loader_workers
 from .backbones import BackboneFusion
 from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
@@ -143,10 +144,12 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, im
     if fusion.frozen:
         log.info("feature cache: %s", cache_dir() / "features")
         cache = FeatureCache(cache_dir() / "features")
+        device = pick_device(config.train.device)
         feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
-                               batch_size=config.data.batch_size, workers=config.data.workers,
-                               device=pick_device(config.train.device), progress=progress)
-        return feats, True, {"cache_hits": cache.hits, "cache_misses": cache.misses}
+                               batch_size=extraction_batch(config.data.batch_size, device),
+                               workers=loader_workers(config.data.workers, device), device=device,
+                               progress=progress, **config.compute.model_dump())
+        return keep_on_device(feats, device), True, {"cache_hits": cache.hits, "cache_misses": cache.misses}
     images = torch.stack([load_image_tensor(p, prep.plugin.read_image, image_size) for p in paths])
     return images, False, {}
 
@@ -174,13 +177,13 @@ def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor,
         task.fit(np.asarray(train_rec.targets[task.name], np.float64))
 
     def part(name: str) -> TensorData:
-        return TensorData.build(inputs[split[name]], records.subset(split[name]), tasks, is_features)
+        return TensorData.build(inputs, records.subset(split[name]), tasks, is_features, rows=split[name])
 
     torch.manual_seed(config.train.seed)
     trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
     model = MultiTaskModel(None if is_features else fusion, trunk, tasks)
     if is_features and model_cfg.standardize_features:
-        model.fit_feature_norm(inputs[split["train"]])
+        model.fit_feature_norm(inputs, rows=split["train"])
     composer = LossComposer(tasks, strategy or config.loss.strategy)
     trainer = Trainer(model, composer, TrainSettings(**config.train.model_dump()))
     history = trainer.fit(part("train"), part("val"), progress=progress, checkpoint=checkpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .accel import out_of_memory, precision_context, resolve_precision
+from .checkpoint import best_file, checkpoint_file, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import TensorData
 from .errors import RunError
 from .losses import LossComposer
@@ -51,6 +53,7 @@ class TrainSettings:
     patience: int = 15
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # see mtl_core.accel: auto is bf16 autocast on CUDA, fp32 elsewhere
 
 
 @dataclass
@@ -87,11 +90,18 @@ class Trainer:
         self.model, self.composer = model, composer
         self.settings = settings or TrainSettings()
         self.device = pick_device(self.settings.device)
+        self.precision = resolve_precision(self.settings.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self._best_saved = -1  # epoch whose best weights the side file holds
 
     def _optimiser(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += [p for p in self.composer.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        options = {"lr": self.settings.lr, "weight_decay": self.settings.weight_decay}
+        try:  # the fused kernel is ~10x faster than the per-tensor loop torch uses on the CPU by default
+            return torch.optim.Adam(params, fused=True, **options)
+        except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+            return torch.optim.Adam(params, **options)
 
     def _outputs(self, batch: dict) -> dict[str, torch.Tensor]:
         if "features" in batch:
@@ -104,6 +114,18 @@ class Trainer:
         masks = {k: v.to(self.device) for k, v in batch["mask"].items()}
         return self.composer(outputs, targets, masks), masks
 
+    def _step(self, batch: dict, optimiser: torch.optim.Optimizer | None):
+        """Losses of one batch in the training precision, and an optimiser step (loss-scaled for fp16)."""
+        with torch.set_grad_enabled(optimiser is not None):
+            with precision_context(self.precision, self.device):
+                out, masks = self._step_losses(batch)
+            if optimiser is not None:
+                optimiser.zero_grad(set_to_none=True)
+                self.scaler.scale(out.total).backward()
+                self.scaler.step(optimiser)
+                self.scaler.update()
+        return out, masks
+
     def _run_epoch(self, data: TensorData, optimiser: torch.optim.Optimizer | None,
                    generator: torch.Generator | None) -> tuple[dict[str, float], dict[str, float]]:
         """One pass; trains when ``optimiser`` is given. Returns mean losses (label-weighted) and last weights."""
@@ -111,12 +133,10 @@ class Trainer:
         counts: dict[str, float] = {}
         weights: dict[str, float] = {}
         for batch in data.batches(self.settings.batch_size, generator):
-            with torch.set_grad_enabled(optimiser is not None):
-                out, masks = self._step_losses(batch)
-                if optimiser is not None:
-                    optimiser.zero_grad(set_to_none=True)
-                    out.total.backward()
-                    optimiser.step()
+            try:
+                out, masks = self._step(batch, optimiser)
+            except torch.cuda.OutOfMemoryError:
+                raise out_of_memory("training", "train.batch_size", self.settings.batch_size, self.device) from None
             n = len(batch["id"])
             sums["total"] = sums.get("total", 0.0) + float(out.total.detach()) * n
             counts["total"] = counts.get("total", 0) + n
@@ -147,8 +167,9 @@ class Trainer:
         optimiser = self._optimiser()
         generator = torch.Generator().manual_seed(s.seed)
         loop = _Loop()
-        if checkpoint is not None and Path(checkpoint).is_file():
-            self._restore(Path(checkpoint), optimiser, generator, loop)
+        found = checkpoint_file(checkpoint) if checkpoint is not None else None
+        if found is not None:
+            self._restore(found, optimiser, generator, loop, Path(checkpoint))
         bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
         try:
             if bar and loop.epoch:
@@ -161,7 +182,7 @@ class Trainer:
                 self._epoch(train, val, optimiser, generator, loop)
                 loop.epoch += 1
                 if checkpoint is not None:
-                    save_checkpoint(Path(checkpoint), self._snapshot(optimiser, generator, loop))
+                    self._save(Path(checkpoint), optimiser, generator, loop)
         finally:  # an interrupted training leaves a clean console line too
             if bar:
                 bar.close()
@@ -198,17 +219,48 @@ class Trainer:
     def _settings_record(self) -> dict:
         return {k: v for k, v in asdict(self.settings).items() if k != "device"}  # another device may resume
 
-    def _snapshot(self, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> dict:
-        """Everything :meth:`_restore` needs, as tensors and JSON values."""
-        h = loop.history
-        return {"settings": self._settings_record(), "strategy": self.composer.strategy, "epoch": loop.epoch,
-                "stopped": loop.stopped, "best": loop.best, "waited": loop.waited,
-                "history": {"train": h.train, "val": h.val, "weights": h.weights, "best_epoch": h.best_epoch},
-                "model": self.model.state_dict(), "composer": self.composer.state_dict(),
-                "optimiser": optimiser.state_dict(), "best_state": loop.best_state, "rng": rng_state(generator)}
+    def _save(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> None:
+        """Checkpoint after an epoch. The best weights so far are the model's own in an epoch that improved;
+        otherwise they go to a side file (:func:`best_file`), written once when they stop being the model's, not
+        every epoch: a quarter of the bytes saved per epoch."""
+        best_epoch = loop.history.best_epoch
+        if loop.best_state is None:
+            best = None
+        elif best_epoch == loop.epoch - 1:
+            best = "model"
+        else:
+            if self._best_saved != best_epoch:
+                save_checkpoint(best_file(path), {"epoch": best_epoch, "best_state": loop.best_state})
+                self._best_saved = best_epoch
+            best = best_epoch
+        save_checkpoint(path, self._snapshot(optimiser, generator, loop) | {"best_weights": best})
 
-    def _restore(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> None:
-        """Continue from the checkpoint at ``path``."""
+    def _snapshot(self, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> dict:
+        """Everything :meth:`_restore` needs, as tensors and JSON values (the history as one JSON text)."""
+        h = loop.history
+        history = {"train": h.train, "val": h.val, "weights": h.weights, "best_epoch": h.best_epoch}
+        return {"settings": self._settings_record(), "strategy": self.composer.strategy, "epoch": loop.epoch,
+                "stopped": loop.stopped, "best": loop.best, "waited": loop.waited, "history": json.dumps(history),
+                "model": self.model.state_dict(), "composer": self.composer.state_dict(),
+                "optimiser": optimiser.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(generator)}
+
+    def _best_weights(self, state: dict, checkpoint: Path) -> dict[str, Any] | None:
+        """The best weights a checkpoint refers to (see :meth:`_save`)."""
+        best = state.get("best_weights")
+        if best is None:
+            return None
+        if best == "model":
+            return copy.deepcopy({"model": state["model"], "composer": state["composer"]})
+        side = load_checkpoint(best_file(checkpoint))
+        if side.get("epoch") != best:
+            raise RunError(f"checkpoint {best_file(checkpoint)} holds the best weights of epoch {side.get('epoch')}, "
+                           f"not of epoch {best}; delete {checkpoint.parent} to start that training over")
+        self._best_saved = best
+        return side["best_state"]
+
+    def _restore(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop,
+                 checkpoint: Path) -> None:
+        """Continue from the checkpoint at ``path`` (``checkpoint``, or the copy a killed save left aside)."""
         state = load_checkpoint(path)
         mine = self._settings_record() | {"strategy": self.composer.strategy}
         theirs = dict(state.get("settings", {})) | {"strategy": state.get("strategy")}
@@ -221,16 +273,18 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.composer.load_state_dict(state["composer"])
             optimiser.load_state_dict(state["optimiser"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunError(f"checkpoint {path} does not fit this model ({reason}); it was made with another "
                            f"configuration: delete it to start that training over") from None
         restore_rng(state["rng"], generator)
-        h = state["history"]
+        h = json.loads(state["history"])
         loop.history = History(list(h["train"]), list(h["val"]), list(h["weights"]), int(h["best_epoch"]))
         loop.epoch, loop.stopped, loop.best, loop.waited = (int(state["epoch"]), bool(state["stopped"]),
                                                             float(state["best"]), int(state["waited"]))
-        loop.best_state = state["best_state"]
+        loop.best_state = self._best_weights(state, checkpoint)
         log.info("resuming training from %s after epoch %d", path, loop.epoch)
 
     def stopping_score(self, val_losses: dict[str, float]) -> float:
@@ -252,6 +306,8 @@ class Trainer:
         self.model.to(self.device)
         chunks: dict[str, list[torch.Tensor]] = {}
         for batch in data.batches(max(self.settings.batch_size, 256)):
-            for name, out in self._outputs(batch).items():
+            with precision_context(self.precision, self.device):
+                outputs = self._outputs(batch)
+            for name, out in outputs.items():
                 chunks.setdefault(name, []).append(out.float().cpu())
         return {k: torch.cat(v) for k, v in chunks.items()}

@@ -167,3 +167,30 @@ def test_extract_features_keeps_the_order_of_paths_whatever_the_batch(make_pngs,
     backward = extract_features(fusion, paths[::-1], read_image, SIZE, batch_size=3)
     assert forward.shape == (5, fusion.num_features) and forward.dtype == torch.float32
     torch.testing.assert_close(backward, forward.flip(0), rtol=1e-5, atol=1e-6)
+
+
+def test_an_interrupted_extraction_keeps_the_chunks_it_finished(cache_root, make_pngs, make_fusion, monkeypatch):
+    paths, fusion = make_pngs(9), make_fusion()
+    monkeypatch.setattr(FeatureCache, "first_chunk", 2)  # chunks of 2, 4, then 8 images
+
+    def fails_on_the_last(path: Path):
+        if path == paths[-1]:
+            raise RuntimeError("killed")
+        return read_image(path)
+
+    with pytest.raises(RuntimeError):
+        _features(FeatureCache(cache_root), fusion, paths, reader=fails_on_the_last, reader_id="png")
+    cache = FeatureCache(cache_root)
+    again = _features(cache, fusion, paths, reader=read_image, reader_id="png")
+    assert (cache.hits, cache.misses) == (6, 3)  # the first two chunks were stored before the failure
+    torch.testing.assert_close(again, extract_features(fusion, paths, read_image, SIZE))  # batches differ
+
+
+def test_the_same_image_listed_twice_fills_both_rows(cache_root, make_pngs, make_fusion):
+    paths, fusion = make_pngs(3), make_fusion()
+    listed = [paths[0], paths[1], paths[0], paths[2]]
+    cache = FeatureCache(cache_root)
+    got = _features(cache, fusion, listed)
+    assert (cache.hits, cache.misses) == (0, 3) and torch.equal(got[0], got[2])
+    warm = FeatureCache(cache_root)
+    assert torch.equal(_features(warm, fusion, listed), got) and (warm.hits, warm.misses) == (3, 0)

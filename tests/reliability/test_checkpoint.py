@@ -40,7 +40,7 @@ def _fit(strategy, path=None, stop_after=None, monkeypatch=None, **settings):
         def save_then_stop(where, state):
             ckpt.save_checkpoint(where, state)
             saves.append(where)
-            if len(saves) == stop_after:
+            if saves.count(path) == stop_after and where == path:  # side files of best weights do not count
                 raise Interrupted
 
         monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_stop)
@@ -68,6 +68,16 @@ def test_resumed_training_is_bit_identical(strategy, tmp_path, monkeypatch):
         _fit(strategy, path, stop_after=stop_after, monkeypatch=monkeypatch)
         assert ckpt.load_checkpoint(path)["epoch"] == (1 if stop_after == 1 else 4)
     _same(reference, _fit(strategy, path))
+
+
+def test_best_weights_kept_in_their_side_file_survive_a_resume(tmp_path, monkeypatch):
+    reference = _fit("static", lr=0.3)  # a large step: the validation loss goes up after its best epoch
+    path, kinds = tmp_path / "main.safetensors", set()
+    while not path.exists() or ckpt.load_checkpoint(path)["epoch"] < EPOCHS - 1:  # interrupted after every save
+        _fit("static", path, stop_after=1, monkeypatch=monkeypatch, lr=0.3)
+        kinds.add(type(ckpt.load_checkpoint(path)["best_weights"]).__name__)
+    assert kinds == {"str", "int"}  # 'model' after an improving epoch, an epoch number when the side file holds them
+    _same(reference, _fit("static", path, lr=0.3))
 
 
 def test_resume_after_early_stop_skips_training(tmp_path):

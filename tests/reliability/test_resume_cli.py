@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mtl_core.checkpoint import load_checkpoint
+from mtl_core.checkpoint import checkpoint_file, load_checkpoint
 
 from .conftest import EXAMPLE, FAST, error_lines, results_in
 
@@ -26,8 +26,10 @@ def cold_cache(tmp_path_factory) -> dict[str, str]:
 
 
 def _epochs_done(out) -> int:
-    (checkpoint,) = (out / "checkpoints").glob("*.safetensors")
-    return load_checkpoint(checkpoint)["epoch"]
+    folder = out / "checkpoints"
+    names = {p.name.strip(".").removesuffix(".old") for p in [*folder.glob("*.safetensors"), *folder.glob("*.old")]}
+    (name,) = {n for n in names if not n.endswith(".best.safetensors")}  # one training; a save killed between its
+    return load_checkpoint(checkpoint_file(out / "checkpoints" / name))["epoch"]  # renames leaves it aside
 
 
 def _killed(done: subprocess.CompletedProcess) -> bool:
