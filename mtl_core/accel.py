@@ -40,7 +40,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 @contextmanager
 def precision_context(precision: str, device: torch.device | str) -> Iterator[None]:
     """Run the enclosed forward passes in ``precision``: autocast for fp16/bf16, TensorFloat-32 matmuls and
-    convolutions for tf32 (CUDA only; the CPU runs tf32 as fp32)."""
+    convolutions for tf32 (CUDA only; the CPU runs tf32 as fp32), and true fp32 for fp32 (PyTorch would otherwise
+    run CUDA convolutions in TF32)."""
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     if precision in ("fp16", "bf16"):
@@ -48,9 +49,9 @@ def precision_context(precision: str, device: torch.device | str) -> Iterator[No
         with torch.autocast(device.type, dtype=dtype):
             yield
         return
-    if precision == "tf32" and device.type == "cuda":
+    if device.type == "cuda":
         saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
         try:
             yield
         finally:

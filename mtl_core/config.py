@@ -113,6 +113,9 @@ class DataConfig(Strict):
     workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader workers for decoding and resizing; auto: one per spare CPU core (at "
                                   "most 8) on CUDA, none on the CPU, where the backbones are the bottleneck")
+    cache_inputs: bool = Field(
+        False, description="keep every decoded, resized image in the cache (float32: 200 KB per image at 224 px) "
+                           "so that later runs with other backbones, mtl compare or fine-tuning skip decoding")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 

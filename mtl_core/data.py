@@ -104,15 +104,25 @@ def load_image_tensor(path: Path, reader: ImageReader, size: int) -> torch.Tenso
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decodes and resizes images (in DataLoader workers when ``num_workers > 0``). Item: (index, image)."""
+    """Decodes and resizes images (in DataLoader workers when ``num_workers > 0``). Item: (index, image).
 
-    def __init__(self, paths: list[Path], reader: ImageReader, size: int) -> None:
+    With ``cache`` (an :class:`~mtl_core.input_cache.InputCache`), images come from the persistent cache of
+    preprocessed inputs where they are, and are stored there when not; ``digests`` (the files' SHA-256, when
+    already known) spare hashing them again.
+    """
+
+    def __init__(self, paths: list[Path], reader: ImageReader, size: int, cache=None,
+                 digests: list[str] | None = None) -> None:
         self.paths, self.reader, self.size = list(paths), reader, size
+        self.cache, self.digests = cache, digests
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        if self.cache is not None:
+            digest = self.digests[index] if self.digests is not None else None
+            return index, self.cache.image(self.paths[index], self.reader, self.size, digest)
         return index, load_image_tensor(self.paths[index], self.reader, self.size)
 
 

@@ -53,7 +53,7 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
                      batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
                      progress: Callable | None = None, out: torch.Tensor | None = None,
                      rows: torch.Tensor | None = None, precision: str = "auto", channels_last: bool | str = "auto",
-                     compile: bool = False) -> torch.Tensor:
+                     compile: bool = False, input_cache=None, digests: list[str] | None = None) -> torch.Tensor:
     """Run the fused backbones over images. Returns (N, fusion.num_features) float32 on the CPU.
 
     Args:
@@ -61,6 +61,8 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
             allocating a new matrix: a large data set then holds its feature matrix once.
         precision, channels_last, compile: see :mod:`mtl_core.accel` (``auto``: bf16 autocast and channels_last
             on CUDA, fp32 on the CPU).
+        input_cache, digests: a :class:`~mtl_core.input_cache.InputCache` of decoded, resized images, and the
+            files' SHA-256 when known (see :class:`~mtl_core.data.ImageDataset`).
 
     Raises:
         RunError: the device ran out of memory (the message says which batch size to try).
@@ -70,7 +72,8 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
     if use_channels_last(channels_last, device):
         fusion.to(memory_format=torch.channels_last)
     forward = Compiled(fusion, compile)
-    loader = torch.utils.data.DataLoader(ImageDataset(paths, reader, image_size), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(ImageDataset(paths, reader, image_size, input_cache, digests),
+                                         batch_size=batch_size,
                                          num_workers=workers, pin_memory=device.type == "cuda")
     if out is None:
         out = torch.empty(len(paths), fusion.num_features)
@@ -214,7 +217,7 @@ class FeatureCache:
                 first = [rows[d][0] for d in part]
                 extract_features(fusion, [paths[r] for r in first], reader, image_size, out=out,
                                  rows=torch.tensor(first), progress=bar and (lambda **_: _Continued(bar)),
-                                 **extract_options)
+                                 digests=part, **extract_options)
                 for bucket in sorted({d[0] for d in part}):
                     self._store(folder / f"{bucket}.safetensors",
                                 {d: out[rows[d][0]] for d in part if d[0] == bucket})

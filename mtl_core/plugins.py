@@ -7,6 +7,7 @@ experiments a config may name a file instead: ``./my_plugin.py:MyPlugin``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import sys
@@ -91,9 +92,14 @@ class PluginInfo:
 
 def plugin_version(plugin: Plugin) -> str:
     """Version of the distribution that provides ``plugin``'s module, or 'unknown'."""
+    return _module_version(type(plugin).__module__.split(".")[0])
+
+
+@functools.cache
+def _module_version(top: str) -> str:
+    """Looked up once per process: listing the installed distributions reads every one's file list (~1 s)."""
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
-    top = type(plugin).__module__.split(".")[0]
     for dist in packages_distributions().get(top, []):
         try:
             return version(dist)

@@ -21,6 +21,7 @@ from .config import ModelConfig, RunConfig
 from .data import Records, TensorData, load_image_tensor
 from .errors import ConfigError, DataError, PluginError
 from .features import FeatureCache
+from .input_cache import InputCache
 from .losses import WEIGHTINGS, LossComposer
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
@@ -141,6 +142,7 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, im
                    progress: Callable | None) -> tuple[torch.Tensor, bool, dict[str, int]]:
     """Cached fused features for frozen backbones, else the resized images. Returns (inputs, is_features, stats)."""
     paths = prep.records.paths
+    decoded = InputCache(cache_dir() / "inputs", prep.plugin.reader_id()) if config.data.cache_inputs else None
     if fusion.frozen:
         log.info("feature cache: %s", cache_dir() / "features")
         cache = FeatureCache(cache_dir() / "features")
@@ -148,9 +150,10 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, im
         feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
                                batch_size=extraction_batch(config.data.batch_size, device),
                                workers=loader_workers(config.data.workers, device), device=device,
-                               progress=progress, **config.compute.model_dump())
+                               progress=progress, input_cache=decoded, **config.compute.model_dump())
         return keep_on_device(feats, device), True, {"cache_hits": cache.hits, "cache_misses": cache.misses}
-    images = torch.stack([load_image_tensor(p, prep.plugin.read_image, image_size) for p in paths])
+    read = decoded.image if decoded is not None else load_image_tensor
+    images = torch.stack([read(p, prep.plugin.read_image, image_size) for p in paths])
     return images, False, {}
 
 

@@ -171,6 +171,7 @@ class Trainer:
         if found is not None:
             self._restore(found, optimiser, generator, loop, Path(checkpoint))
         bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
+        first_epoch = loop.epoch
         try:
             if bar and loop.epoch:
                 bar.update(loop.epoch)
@@ -191,7 +192,17 @@ class Trainer:
             self.composer.load_state_dict(loop.best_state["composer"])
         else:
             loop.history.best_epoch = len(loop.history.train) - 1
+        if checkpoint is not None and loop.epoch > first_epoch:
+            self._save_finished(Path(checkpoint), generator, loop)
         return loop.history
+
+    def _save_finished(self, path: Path, generator: torch.Generator, loop: _Loop) -> None:
+        """A finished training keeps only what a resumed run reads back: its final (best) weights and history, a
+        third of a running checkpoint, without the optimiser state, the side file or the previous copies."""
+        state = self._snapshot(None, generator, loop) | {"best_weights": None if loop.best_state is None else "model"}
+        save_checkpoint(path, state)
+        for leftover in (best_file(path), *(p.with_name(f".{p.name}.old") for p in (path, best_file(path)))):
+            leftover.unlink(missing_ok=True)
 
     def _epoch(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
                generator: torch.Generator, loop: _Loop) -> None:
@@ -235,14 +246,16 @@ class Trainer:
             best = best_epoch
         save_checkpoint(path, self._snapshot(optimiser, generator, loop) | {"best_weights": best})
 
-    def _snapshot(self, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> dict:
-        """Everything :meth:`_restore` needs, as tensors and JSON values (the history as one JSON text)."""
+    def _snapshot(self, optimiser: torch.optim.Optimizer | None, generator: torch.Generator, loop: _Loop) -> dict:
+        """Everything :meth:`_restore` needs, as tensors and JSON values (the history as one JSON text); no
+        optimiser state for a finished training."""
         h = loop.history
         history = {"train": h.train, "val": h.val, "weights": h.weights, "best_epoch": h.best_epoch}
         return {"settings": self._settings_record(), "strategy": self.composer.strategy, "epoch": loop.epoch,
                 "stopped": loop.stopped, "best": loop.best, "waited": loop.waited, "history": json.dumps(history),
                 "model": self.model.state_dict(), "composer": self.composer.state_dict(),
-                "optimiser": optimiser.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(generator)}
+                "scaler": self.scaler.state_dict(), "rng": rng_state(generator)} | (
+                   {} if optimiser is None else {"optimiser": optimiser.state_dict()})
 
     def _best_weights(self, state: dict, checkpoint: Path) -> dict[str, Any] | None:
         """The best weights a checkpoint refers to (see :meth:`_save`)."""
@@ -272,7 +285,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.composer.load_state_dict(state["composer"])
-            optimiser.load_state_dict(state["optimiser"])
+            if "optimiser" in state:  # a finished training has none: it will not take another step
+                optimiser.load_state_dict(state["optimiser"])
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:

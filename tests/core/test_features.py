@@ -194,3 +194,28 @@ def test_the_same_image_listed_twice_fills_both_rows(cache_root, make_pngs, make
     assert (cache.hits, cache.misses) == (0, 3) and torch.equal(got[0], got[2])
     warm = FeatureCache(cache_root)
     assert torch.equal(_features(warm, fusion, listed), got) and (warm.hits, warm.misses) == (3, 0)
+
+
+def test_the_input_cache_serves_decoded_images_exactly_and_follows_edits(tmp_cache, make_pngs, make_fusion,
+                                                                          write_png, monkeypatch):
+    from mtl_core import input_cache
+
+    paths, fusion = make_pngs(4), make_fusion()
+    decoded = input_cache.InputCache(tmp_cache / "inputs", "png")
+    fresh = extract_features(fusion, paths, read_image, SIZE)
+    assert torch.equal(extract_features(fusion, paths, read_image, SIZE, input_cache=decoded), fresh)
+    assert len(list((tmp_cache / "inputs").rglob("*.safetensors"))) == 4
+
+    def no_decoding(*args):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(input_cache, "load_image_tensor", no_decoding)
+    assert torch.equal(extract_features(fusion, paths, read_image, SIZE, input_cache=decoded), fresh)
+    monkeypatch.undo()
+    write_png(paths[1], seed=77)  # an edited image is decoded again, never served stale
+    edited = extract_features(fusion, paths, read_image, SIZE, input_cache=decoded)
+    assert not torch.allclose(edited[1], fresh[1])
+    torch.testing.assert_close(edited[1], extract_features(fusion, [paths[1]], read_image, SIZE)[0])
+    entry = sorted((tmp_cache / "inputs").rglob("*.safetensors"))[0]
+    entry.write_bytes(entry.read_bytes()[:-8] + b"\0" * 8)  # a corrupt entry is dropped and recomputed
+    assert torch.equal(extract_features(fusion, paths, read_image, SIZE, input_cache=decoded), edited)

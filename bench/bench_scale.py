@@ -1,0 +1,132 @@
+"""Cost against data-set size: feature extraction and one training epoch at 1k, 10k and 100k small images.
+
+Each size runs in a fresh process (this script with ``--child N``) on the configuration of ``examples/shapes``
+with 32 px shape images, the example's tiny backbones, one epoch and an empty ``MTL_CACHE_DIR``. The child times
+the phases of ``mtl run`` separately, calling the functions ``mtl_core.pipeline.execute`` calls:
+
+* generation: ``prepare`` (writes the synthetic data set into the cache, reads and checks its table);
+* extraction: ``compute_inputs`` on the cold feature cache (decode, resize, backbones, hashing, cache writes),
+  after one untimed batch through the backbones, so that one-time set-up does not weigh on the small sizes;
+* one epoch: ``train_and_predict`` on the first split with ``train.epochs=1`` (the validation pass and the test
+  prediction included).
+
+It prints JSON with the timings, the fused feature matrix's size and the peak RSS before extraction, after it and
+after the epoch. The parent prints throughput per size, its ratio to the smallest size (target: extraction at
+100k within 10 % of 1k), and peak RSS growth beside feature-matrix growth.
+
+    .venv/bin/python bench/bench_scale.py [--sizes 1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "shapes"
+MARK = "SCALE_RESULT "
+
+
+def overrides(n: int) -> list[str]:
+    """The settings of bench_memory.py's ``mtl run``: n shape images of 32 px, one epoch, no baselines."""
+    return [f"plugin_options.synthetic.n={n}", "plugin_options.synthetic.size=32", "data.image_size=32",
+            "train.epochs=1", "evaluation.single_task_baselines=false"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def child(n: int, threads: int | None) -> dict[str, float]:
+    """Time the phases of one run on ``n`` images in this (fresh) process."""
+    import torch
+
+    from mtl_core.accel import extraction_batch
+    from mtl_core.config import load_config
+    from mtl_core.run import build_fusion, compute_inputs, effective_model, make_splits, prepare, train_and_predict
+    from mtl_core.trainer import pick_device
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = load_config(EXAMPLE, overrides(n))
+    start = time.perf_counter()
+    prep = prepare(config, say=say)
+    generation = time.perf_counter() - start
+    model_cfg, image_size, _ = effective_model(config)
+    fusion = build_fusion(model_cfg, image_size, config.train.seed)
+    with torch.inference_mode():  # warm-up, in the shape the extraction batches will have
+        fusion(torch.rand(extraction_batch(config.data.batch_size, pick_device(config.train.device)), 1,
+                          image_size, image_size))
+    start = time.perf_counter()
+    prep.plugin.reader_id()  # a fixed cost inside compute_inputs (the plugin's version from the installed metadata)
+    reader_id = time.perf_counter() - start
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    inputs, is_features, _ = compute_inputs(prep, fusion, config, image_size, None)
+    extraction = time.perf_counter() - start
+    rss_extracted = peak_rss_mb()
+    split = make_splits(prep.records, prep.plugin, config)[0]
+    start = time.perf_counter()
+    train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split)
+    epoch = time.perf_counter() - start
+    return {"n": n, "generation_s": generation, "extraction_s": extraction, "extraction_ips": n / extraction,
+            "reader_id_s": reader_id, "epoch_s": epoch, "train_cases": len(split["train"]),
+            "epoch_ips": len(split["train"]) / epoch,
+            "features_mb": inputs.numel() * inputs.element_size() / 2**20, "rss_before_mb": rss_before,
+            "rss_extracted_mb": rss_extracted, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure(n: int, tmp: Path, threads: int | None) -> dict[str, float]:
+    env = {**os.environ, "MTL_CACHE_DIR": str(tmp / f"cache{n}")}
+    command = [sys.executable, __file__, "--child", str(n)] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"n={n}: the child process failed:\n{done.stderr[-2000:]}")
+    return json.loads(next(line[len(MARK):] for line in done.stdout.splitlines() if line.startswith(MARK)))
+
+
+def report(rows: list[dict[str, float]]) -> None:
+    for r in rows:
+        print(f"n={r['n']:>6}: extraction {r['extraction_ips']:8.1f} images/s ({r['extraction_s']:.1f} s, of which "
+              f"{r['reader_id_s']:.1f} s fixed for the plugin's reader_id) | one epoch {r['epoch_ips']:8.1f} train "
+              f"images/s ({r['epoch_s']:.2f} s, {r['train_cases']} train cases) | generation {r['generation_s']:.1f} s")
+        print(f"        peak RSS {r['rss_before_mb']:.0f} MB before extraction, {r['rss_extracted_mb']:.0f} MB after, "
+              f"{r['peak_rss_mb']:.0f} MB after the epoch | feature matrix {r['features_mb']:.1f} MB")
+    base = rows[0]
+    for r in rows[1:]:
+        extraction = r["extraction_ips"] / base["extraction_ips"]
+        print(f"n={r['n']} vs n={base['n']}: extraction throughput ratio {extraction:.3f} (target >= 0.9), "
+              f"epoch throughput ratio {r['epoch_ips'] / base['epoch_ips']:.3f}, peak RSS grew "
+              f"{r['peak_rss_mb'] - base['peak_rss_mb']:.1f} MB, the feature matrix "
+              f"{r['features_mb'] - base['features_mb']:.1f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of images")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(MARK + json.dumps(child(args.child, args.threads)))
+        return
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory(prefix="mtl-bench-scale-") as tmp:
+        rows = [measure(n, Path(tmp), args.threads) for n in sizes]
+    print(f"examples/shapes, {' '.join('--set ' + o for o in overrides(0)[1:])}; one fresh process and an empty "
+          f"MTL_CACHE_DIR per size; throughput in images/s")
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()
