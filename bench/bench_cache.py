@@ -8,6 +8,7 @@ times a whole ``mtl run`` of the JSRT example on the plugin's synthetic phantom 
 when the plugin or its phantom generator is unavailable.
 
     python bench/bench_cache.py --images 64 --backbones resnet18 --image-size 224 --e2e
+    python bench/bench_cache.py --images 8 --e2e --e2e-as-is     # the example as configured: cold vs warm
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--e2e-image-size", type=int, default=64)
     parser.add_argument("--e2e-phantom-size", type=int, default=64, help="side of the phantom images")
     parser.add_argument("--e2e-epochs", type=int, default=3)
+    parser.add_argument("--e2e-as-is", action="store_true",
+                        help="run the example exactly as configured (its backbones, or their fallback without "
+                             "weights; the default 256 px phantom) instead of the small settings above")
     return parser.parse_args(argv)
 
 
@@ -94,15 +98,16 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.Com
 def time_end_to_end(args: argparse.Namespace, work: Path) -> None:
     env = {**os.environ, "MTL_CACHE_DIR": str(work / "mtl-cache")}
     phantom = work / "phantom"
-    seconds, done = _run([*MTL, "synthesize", "jsrt_res_mtnet", str(phantom), "--option",
-                          f"size={args.e2e_phantom_size}"], env)
+    size = [] if args.e2e_as_is else ["--option", f"size={args.e2e_phantom_size}"]
+    seconds, done = _run([*MTL, "synthesize", "jsrt_res_mtnet", str(phantom), *size], env)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
         print(f"end-to-end: skipped, the JSRT phantom is unavailable ({reason})")
         return
     print(f"end-to-end: phantom written in {seconds:.1f} s ({len(list(phantom.rglob('*.png')))} images)")
-    overrides = [f"model.backbones=[{args.e2e_backbones}]", "model.weights=random", "model.trunk.hidden=64",
-                 f"data.image_size={args.e2e_image_size}", f"train.epochs={args.e2e_epochs}"]
+    overrides = [] if args.e2e_as_is else [
+        f"model.backbones=[{args.e2e_backbones}]", "model.weights=random", "model.trunk.hidden=64",
+        f"data.image_size={args.e2e_image_size}", f"train.epochs={args.e2e_epochs}"]
     base = [*MTL, "run", str(EXAMPLE), "--data", str(phantom)] + [x for o in overrides for x in ("--set", o)]
     print(f"  mtl run examples/jsrt_res_mtnet --data PHANTOM {' '.join('--set ' + o for o in overrides)}")
     walls = {}

@@ -1,4 +1,5 @@
-"""Fused feature extraction through ``BackboneFusion`` against a plain timm forward of the same backbones.
+"""Fused feature extraction through ``BackboneFusion`` against a plain timm (or torchvision) forward of the same
+backbones.
 
 Both sides run in this process with the same threads, frozen, random weights (the engine's, copied into the plain
 models) and ``torch.inference_mode``. The engine side gets a grayscale batch (B, 1, H, W) in [0, 1] and does its own
@@ -14,6 +15,7 @@ Prints images/s of each side and the ratio engine/plain (target >= 0.95).
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -21,7 +23,7 @@ import time
 import timm
 import torch
 
-from mtl_core.backbones import BackboneFusion
+from mtl_core.backbones import BackboneFusion, backbone_source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,10 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build(names: list[str], size: int) -> tuple[BackboneFusion, list[torch.nn.Module]]:
-    """The engine's frozen fusion and plain timm models carrying the very same weights."""
+    """The engine's frozen fusion and plain library models carrying the very same weights: timm's, or for names
+    the engine builds from torchvision (e.g. efficientnet_b7, which timm has no ImageNet weights for) an
+    independent copy of that torchvision model, called directly."""
     fusion = BackboneFusion(names, weights="random", image_size=size, frozen=True)
     plain = []
     for name, backbone in zip(names, fusion.backbones, strict=True):
+        if backbone_source(name) == "torchvision":
+            plain.append(copy.deepcopy(backbone.model).eval())
+            continue
         model = timm.create_model(name, pretrained=False, num_classes=0).eval()
         model.load_state_dict(backbone.model.state_dict())
         plain.append(model)
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fused width {fusion.num_features} | max |engine - plain| = {difference:.2e}")
     print(f"engine (BackboneFusion, gray input + preprocessing): {rate['engine']:.2f} images/s "
           f"(median batch: {median['engine']:.2f})")
-    print(f"plain timm forward (normalised 3-channel input):     {rate['plain']:.2f} images/s "
+    print(f"plain library forward (normalised 3-channel input):  {rate['plain']:.2f} images/s "
           f"(median batch: {median['plain']:.2f})")
     print(f"ratio engine/plain: {rate['engine'] / rate['plain']:.3f} "
           f"(median batches: {median['engine'] / median['plain']:.3f}; target >= 0.95)")

@@ -130,7 +130,7 @@ class Backbone(nn.Module):
         with torch.no_grad():
             was_training = self.model.training
             self.model.eval()
-            width = int(self._features(torch.zeros(1, 3, size, size)).shape[1])
+            width = int(self.pooled(torch.zeros(1, 3, size, size)).shape[1])
             self.model.train(was_training)
         return width
 
@@ -186,9 +186,10 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 1|3, H, W) in [0, 1] -> features (B, num_features)."""
-        return self._features(self.prepare(images))
+        return self.pooled(self.prepare(images))
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, num_features) of a batch already prepared by :meth:`prepare`."""
         # torchvision models with a `features` block (AlexNet, VGG, DenseNet, EfficientNet, SqueezeNet...) are pooled
         # here: some of their heads keep spatial maps (SqueezeNet) or add fully connected layers (AlexNet, VGG)
         own_pooling = isinstance(self.model, nn.Module) and hasattr(self.model, "features") \
@@ -274,6 +275,15 @@ class BackboneFusion(nn.Module):
         return super().train(mode and not self.frozen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths)."""
+        """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths). Backbones with the same input
+        size and normalisation (most ImageNet models) share one preprocessed batch."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return torch.cat([b(images) for b in self.backbones], dim=1)
+            prepared: dict[tuple, torch.Tensor] = {}
+            features = []
+            for backbone in self.backbones:
+                info = backbone.info
+                key = (info.input_size, tuple(info.mean), tuple(info.std))
+                if key not in prepared:
+                    prepared[key] = backbone.prepare(images)
+                features.append(backbone.pooled(prepared[key]))
+            return torch.cat(features, dim=1)

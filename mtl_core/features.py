@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import torch
 from .accel import Compiled, out_of_memory, precision_context, resolve_precision, use_channels_last
 from .backbones import BackboneFusion
 from .data import ImageDataset, ImageReader
-from .errors import MTLError, RunError
+from .errors import MTLError
+from .outputs import atomic_write, safetensors_header, tensor_bytes
 from .weights import file_digest
 
 log = logging.getLogger(__name__)
@@ -100,25 +100,11 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
     return out
 
 
-def _tensor_checksum(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
-
-
-def _atomic_save(tensor: torch.Tensor, metadata: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"features": tensor.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RunError(f"cannot write the feature cache {path}: {exc.strerror or exc}; free space or set "
-                       f"MTL_CACHE_DIR to another folder") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _checksum(views: list) -> str:
+    digest = hashlib.sha256()
+    for view in views:
+        digest.update(view)
+    return digest.hexdigest()
 
 
 class _Continued:
@@ -160,7 +146,7 @@ class FeatureCache:
                 meta = fh.metadata() or {}
                 tensor = fh.get_tensor("features")
             digests = json.loads(meta.get("digests", "[]"))
-            if meta.get("checksum") != _tensor_checksum(tensor) or len(digests) != len(tensor):
+            if meta.get("checksum") != _checksum([tensor_bytes(tensor)]) or len(digests) != len(tensor):
                 raise ValueError("checksum does not match the contents")
             return digests, tensor
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
@@ -168,14 +154,15 @@ class FeatureCache:
             path.unlink(missing_ok=True)
             return [], None
 
-    def _store(self, path: Path, fresh: dict[str, torch.Tensor]) -> None:
-        """Add ``fresh`` (digest -> row) to the bucket file at ``path``, rewriting it whole."""
-        digests, tensor = self._load(path)
-        merged = dict(zip(digests, tensor, strict=True)) if tensor is not None else {}
-        merged |= fresh
-        members = sorted(merged)
-        stacked = torch.stack([merged[d] for d in members])
-        _atomic_save(stacked, {"digests": json.dumps(members), "checksum": _tensor_checksum(stacked)}, path)
+    @staticmethod
+    def _store(folder: Path, bucket: str, fresh: dict[str, torch.Tensor]) -> None:
+        """Write ``fresh`` (digest -> row) as a new file of ``bucket``, streamed from the rows without stacking
+        them; earlier files are never rewritten (a bucket gains one file per extraction chunk)."""
+        digests = list(fresh)
+        rows = [tensor_bytes(fresh[d]) for d in digests]
+        shape = torch.empty(len(rows), fresh[digests[0]].numel(), device="meta")  # the header needs no data
+        header = safetensors_header({"features": shape}, {"digests": json.dumps(digests), "checksum": _checksum(rows)})
+        atomic_write(folder / f"{bucket}.{secrets.token_hex(6)}.safetensors", [header, *rows])
 
     def features(self, fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                  reader_id: str | None = None, **extract_options) -> torch.Tensor:
@@ -200,12 +187,13 @@ class FeatureCache:
         out = torch.empty(len(paths), fusion.num_features)
         todo = set(rows)
         for bucket in sorted({d[0] for d in rows}):
-            stored, tensor = self._load(folder / f"{bucket}.safetensors")
-            for i, digest in enumerate(stored):
-                if digest in todo:
-                    out[rows[digest]] = tensor[i]
-                    todo.discard(digest)
-            del tensor
+            for path in sorted(folder.glob(f"{bucket}.*safetensors")):  # one file at a time: little memory
+                stored, tensor = self._load(path)
+                for i, digest in enumerate(stored):
+                    if digest in todo:
+                        out[rows[digest]] = tensor[i]
+                        todo.discard(digest)
+                del tensor
         missing = [d for d in rows if d in todo]  # in the order of paths
         self.hits, self.misses = self.hits + len(rows) - len(missing), self.misses + len(missing)
         progress = extract_options.pop("progress", None)
@@ -219,8 +207,7 @@ class FeatureCache:
                                  rows=torch.tensor(first), progress=bar and (lambda **_: _Continued(bar)),
                                  digests=part, **extract_options)
                 for bucket in sorted({d[0] for d in part}):
-                    self._store(folder / f"{bucket}.safetensors",
-                                {d: out[rows[d][0]] for d in part if d[0] == bucket})
+                    self._store(folder, bucket, {d: out[rows[d][0]] for d in part if d[0] == bucket})
                 start, chunk = start + chunk, chunk * 2
         finally:
             if bar:

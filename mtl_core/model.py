@@ -40,11 +40,13 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({t.name: nn.Linear(trunk.out_features, t.out_features) for t in tasks})
 
     @torch.no_grad()
-    def fit_feature_norm(self, features: torch.Tensor, rows: np.ndarray | None = None, chunk: int = 4096) -> None:
+    def fit_feature_norm(self, features: torch.Tensor, rows: np.ndarray | None = None,
+                         chunk_elements: int = 1 << 20) -> None:
         """Standardise each fused feature with the mean and std of the training features: ``features[rows]``
         (all of ``features`` (N, F) when ``rows`` is None), read in chunks of rows (two passes in float64), so
         that no copy of the training part is made."""
         rows = np.arange(len(features)) if rows is None else np.asarray(rows)
+        chunk = max(1, chunk_elements // max(1, features.shape[1]))  # ~8 MB of float64 per pass
         parts = [torch.as_tensor(rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
         total = torch.zeros(features.shape[1], dtype=torch.float64, device=features.device)
         for part in parts:

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +53,18 @@ def _image(rng: np.random.Generator, size: int, kind: str, count: int, side: int
     return np.clip(pixels, 0.0, 1.0)
 
 
-def shapes_rows(options: ShapesOptions) -> tuple[list[dict[str, object]], list[np.ndarray]]:
-    """The table rows and the images of the data set."""
+def shapes_cases(options: ShapesOptions) -> Iterator[tuple[dict[str, object], np.ndarray]]:
+    """The table row and the image of each case, one at a time (a large data set is never held in memory)."""
     rng = np.random.default_rng(options.seed)
-    rows, images = [], []
     low, high = max(4, options.size // 10), max(6, options.size // 4)
     for i in range(options.n):
         kind = str(rng.choice(SHAPES, p=_SHAPE_P))
         count = 0 if kind == "none" else int(rng.integers(1, 4))
         side = 0 if kind == "none" else int(rng.integers(low, high + 1))
-        images.append(_image(rng, options.size, kind, count, side))
+        image = _image(rng, options.size, kind, count, side)
         label = "?" if rng.random() < options.missing_fraction else kind
-        rows.append({"id": f"shape_{i:04d}", "file": f"shape_{i:04d}.png", "subject": f"s{i // 4:03d}",
-                     "shape": label, "count": count, "size_px": side})
-    return rows, images
+        yield ({"id": f"shape_{i:04d}", "file": f"shape_{i:04d}.png", "subject": f"s{i // 4:03d}",
+                "shape": label, "count": count, "size_px": side}, image)
 
 
 def write_shapes(out_dir: Path, options: ShapesOptions) -> Path:
@@ -78,9 +77,10 @@ def write_shapes(out_dir: Path, options: ShapesOptions) -> Path:
     if marker.is_file() and marker.read_text(encoding="utf-8") == stamp:
         return out_dir
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    rows, images = shapes_rows(options)
-    for row, pixels in zip(rows, images, strict=True):
+    rows = []
+    for row, pixels in shapes_cases(options):
         Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(out_dir / "images" / str(row["file"]))
+        rows.append(row)
     pd.DataFrame(rows).to_csv(out_dir / "labels.csv", index=False)
     marker.write_text(stamp, encoding="utf-8")  # last: its presence marks a complete folder
     return out_dir

@@ -22,19 +22,39 @@ GUIDE_PACKAGE = REPO / "docs" / "examples" / "mtl-stripes"
 
 
 @pytest.mark.slow
-def test_jsrt_as_a_table_config_gives_the_dedicated_plugins_metrics(finished_run, phantom, cache_env, tmp_path):
-    dedicated, _ = finished_run  # examples/jsrt_res_mtnet with FAST on the phantom
-    out = tmp_path / "table"
-    done = mtl("run", str(REPO / "examples" / "jsrt_table"), "--data", str(phantom), "--output", str(out), *FAST,
-               env=cache_env)
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_jsrt_as_a_table_config_gives_the_dedicated_plugins_metrics(phantom, cache_env, tmp_path):
+    env = {**cache_env, "MTL_CACHE_DIR": str(tmp_path / "cache")}
+    dedicated, out = tmp_path / "dedicated", tmp_path / "table"
+    for example, folder in (("jsrt_res_mtnet", dedicated), ("jsrt_table", out)):
+        done = mtl("run", str(REPO / "examples" / example), "--data", str(phantom), "--output", str(folder), *FAST,
+                   env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
     a = json.loads((dedicated / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
     assert a["run"]["plugin"].startswith("jsrt_res_mtnet") and b["run"]["plugin"].startswith("table")
-    assert b["tasks"] == a["tasks"]  # every task's metrics and baselines, to the last digit
+    # Every task's metrics and baselines: the same up to float rounding. The two runs extract their features in two
+    # processes, and one-thread convolutions here differ in the last bits between processes (~5e-8, with identical
+    # pixels, order and batches), which moves regression errors in their 7th digit.
+    _assert_close(b["tasks"], a["tasks"])
     for key in ("label_counts", "strata", "delta_m"):
-        assert b.get(key) == a.get(key), key
+        _assert_close(b.get(key), a.get(key), key)
     assert (out / "split.json").read_text() == (dedicated / "split.json").read_text()
+
+
+def _assert_close(got, expected, where: str = "") -> None:
+    """Equal JSON documents, floats up to a relative 1e-5 (or 1e-9 near zero)."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), where
+        for key in expected:
+            _assert_close(got[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            _assert_close(g, e, f"{where}[{i}]")
+    elif isinstance(expected, float) and isinstance(got, float):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), where
+    else:
+        assert got == expected, where
 
 
 def test_jsrt_table_and_shapes_pass_the_conformance_check(phantom, cache_env):

@@ -157,12 +157,12 @@ class JSRTPlugin(Plugin):
         Options come from ``phantom`` in the plugin options, updated by ``overrides`` (size, bit_depth, nested,
         seed, metadata: a JSRT table whose rows the phantom reproduces).
         """
-        from .phantom import generate_phantom
-
         opts = validate_model(PhantomOptions, self.options.phantom.model_dump() | overrides, "phantom options")
         target = Path(out_dir)
         marker = target / ".complete"
         if not marker.is_file():
+            from .phantom import generate_phantom  # imports SciPy (a second): only when generating
+
             rows = None if opts.metadata is None else pd.read_csv(opts.metadata, dtype=str, keep_default_na=False)
             generate_phantom(target, size=opts.size, bit_depth=opts.bit_depth, nested=opts.nested, seed=opts.seed,
                              metadata=rows)
