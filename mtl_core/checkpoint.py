@@ -111,7 +111,7 @@ def _write_reusing(path: Path, chunks: list, head: Callable[[], bytes]) -> None:
     slot, aside = path.with_name(f".{path.name}.next.tmp"), _aside(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if aside.exists():
+        if aside.exists() and path.exists():  # never reuse the only checkpoint left (a save killed mid-rename)
             os.replace(aside, slot)
         with open(slot, "r+b" if slot.exists() else "wb") as fh:
             for chunk in chunks:

@@ -169,3 +169,14 @@ def test_a_fresh_run_drops_stale_checkpoints(tmp_path):
     (folder.folder / ".repeat0-fold0.safetensors.x.tmp").write_bytes(b"torn")
     assert _folder(tmp_path, resume=False).trainings() == []
     assert [p.name for p in folder.folder.iterdir()] == ["run.json"]
+
+
+def test_a_save_after_a_kill_between_renames_keeps_the_checkpoint_left_aside(tmp_path):
+    path = tmp_path / "c.safetensors"
+    ckpt.save_checkpoint(path, {"epoch": 1, "w": torch.ones(3)})
+    ckpt.save_checkpoint(path, {"epoch": 2, "w": torch.ones(3)})
+    path.rename(tmp_path / ".c.safetensors.old")  # killed after moving epoch 2 aside, before the new one went in
+    assert ckpt.load_checkpoint(ckpt.checkpoint_file(path))["epoch"] == 2
+    ckpt.save_checkpoint(path, {"epoch": 3, "w": torch.ones(3)})  # must not overwrite the only good checkpoint first
+    assert ckpt.load_checkpoint(path)["epoch"] == 3
+    assert ckpt.load_checkpoint(tmp_path / ".c.safetensors.old")["epoch"] == 2
