@@ -102,6 +102,8 @@ def install(fault: str) -> None:
     if kind == "kill-extract":
         _count_extraction(numbers[0])
     elif kind in ("kill-batch", "ctrl-c"):
+        if kind == "ctrl-c":  # a shell starts background jobs with SIGINT ignored: Ctrl-C in a terminal is not
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         _count_batches("kill" if kind == "kill-batch" else "int", *numbers)
     elif kind == "kill-save":
         _count_saves(numbers[0])
