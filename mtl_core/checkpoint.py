@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .errors import RunError
-from .outputs import read_json, safetensors_chunks, safetensors_header, tensor_bytes, write_json
+from .outputs import read_json, safetensors_chunks, safetensors_header, tensor_bytes, write_error, write_json
 
 log = logging.getLogger(__name__)
 FORMAT = "mtl-checkpoint/1"
@@ -123,8 +123,7 @@ def _write_reusing(path: Path, chunks: list, head: Callable[[], bytes]) -> None:
             os.replace(path, aside)
         os.replace(slot, path)
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is writable and the disk "
-                       f"has free space") from None
+        raise write_error(path, exc) from None
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
@@ -147,6 +146,13 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 def best_file(path: Path) -> Path:
     """Side file of the checkpoint at ``path`` that holds a training's best weights so far."""
     return Path(path).with_name(Path(path).name.removesuffix(".safetensors") + ".best.safetensors")
+
+
+def drop_side_files(path: Path) -> None:
+    """Delete what a running training keeps beside its checkpoint at ``path``: the best-weights side file and the
+    previous copies of both."""
+    for leftover in (best_file(path), _aside(Path(path)), _aside(best_file(path))):
+        leftover.unlink(missing_ok=True)
 
 
 def checkpoint_file(path: Path) -> Path | None:
@@ -306,5 +312,5 @@ def data_identity(ids: list[str], targets: Mapping[str, np.ndarray]) -> dict[str
     return {"cases": len(ids), "digest": digest.hexdigest()}
 
 
-__all__ = ["RunCheckpoints", "best_file", "checkpoint_file", "data_identity", "fingerprint", "load_checkpoint",
-           "open_run_checkpoints", "restore_rng", "rng_state", "save_checkpoint", "training_key"]
+__all__ = ["RunCheckpoints", "best_file", "checkpoint_file", "data_identity", "drop_side_files", "fingerprint",
+           "load_checkpoint", "open_run_checkpoints", "restore_rng", "rng_state", "save_checkpoint", "training_key"]

@@ -91,6 +91,11 @@ class Records:
         )
 
 
+def reader_identity(reader: ImageReader) -> str:
+    """A reader's qualified name: part of the cache keys when no better identity is given."""
+    return f"{getattr(reader, '__module__', '')}.{getattr(reader, '__qualname__', reader)}"
+
+
 def load_image_tensor(path: Path, reader: ImageReader, size: int) -> torch.Tensor:
     """Read one image with ``reader`` and resize it to (1, size, size), values in [0, 1]."""
     pixels = reader(Path(path))

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import secrets
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 
 from .accel import Compiled, out_of_memory, precision_context, resolve_precision, use_channels_last
 from .backbones import BackboneFusion
-from .data import ImageDataset, ImageReader
+from .data import ImageDataset, ImageReader, reader_identity
 from .errors import MTLError
 from .outputs import atomic_write, safetensors_header, tensor_bytes
 from .weights import file_digest
@@ -49,6 +50,19 @@ def extractor_key(fusion: BackboneFusion, image_size: int, reader_id: str, preci
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fusion -> (compile asked, its forward)
+
+
+def _forward(fusion: BackboneFusion, compile: bool) -> Compiled:
+    """The fusion's forward, built once per fusion and setting: a chunked extraction calls
+    :func:`extract_features` several times, and compiling (or warning that it failed) must happen once."""
+    asked, forward = _FORWARDS.get(fusion, (None, None))
+    if asked is not compile:
+        forward = Compiled(fusion, compile)
+        _FORWARDS[fusion] = (compile, forward)
+    return forward
+
+
 def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                      batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
                      progress: Callable | None = None, out: torch.Tensor | None = None,
@@ -71,7 +85,7 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
     fusion.to(device).eval()
     if use_channels_last(channels_last, device):
         fusion.to(memory_format=torch.channels_last)
-    forward = Compiled(fusion, compile)
+    forward = _forward(fusion, compile)
     loader = torch.utils.data.DataLoader(ImageDataset(paths, reader, image_size, input_cache, digests),
                                          batch_size=batch_size,
                                          num_workers=workers, pin_memory=device.type == "cuda")
@@ -176,7 +190,7 @@ class FeatureCache:
         Args:
             reader_id: identity of ``reader`` in the cache key; its qualified name when not given.
         """
-        reader_id = reader_id or f"{getattr(reader, '__module__', '')}.{getattr(reader, '__qualname__', reader)}"
+        reader_id = reader_id or reader_identity(reader)
         digests = [file_digest(Path(p)) for p in paths]
         precision = resolve_precision(extract_options.get("precision", "auto"),
                                       extract_options.get("device", "cpu"))

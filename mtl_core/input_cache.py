@@ -20,16 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .data import ImageReader, load_image_tensor
+from .data import ImageReader, load_image_tensor, reader_identity
 from .outputs import atomic_write, safetensors_chunks, tensor_bytes
 from .weights import file_digest
 
 log = logging.getLogger(__name__)
-
-
-def reader_identity(reader: ImageReader) -> str:
-    """A reader's qualified name: part of every cache key."""
-    return f"{getattr(reader, '__module__', '')}.{getattr(reader, '__qualname__', reader)}"
 
 
 class InputCache:
@@ -72,4 +67,4 @@ class InputCache:
             return None
 
 
-__all__ = ["InputCache", "reader_identity"]
+__all__ = ["InputCache"]

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: temporary files are created private (0600), results get the usual permissions
 
 
-def atomic_write(path: Path, data: bytes | str | list, *, durable: bool = True,
-                 head: Callable[[], bytes] | None = None, replace: Callable[[str, Path], None] = os.replace) -> None:
+def atomic_write(path: Path, data: bytes | str | list, *, durable: bool = True) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, then rename it into place.
 
     A process killed at any moment leaves either the old file or the new one; an interrupted write removes its
@@ -32,9 +30,6 @@ def atomic_write(path: Path, data: bytes | str | list, *, durable: bool = True,
             other without joining them first.
         durable: ``False`` skips the ``fsync``: the file still survives a killed process (the rename is atomic
             and the data sits in the page cache); only an OS crash or power loss may lose it.
-        head: Called once the chunks are written; its bytes overwrite the start of the file (a header that
-            holds a checksum computed meanwhile, say).
-        replace: Moves the finished temporary file to ``path``.
     """
     tmp = None
     try:
@@ -43,21 +38,23 @@ def atomic_write(path: Path, data: bytes | str | list, *, durable: bool = True,
         with os.fdopen(fd, "wb") as fh:
             for chunk in data if isinstance(data, list) else [data]:
                 fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
-            if head is not None:
-                fh.seek(0)
-                fh.write(head())
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-        replace(tmp, path)
+        os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is writable and the "
-                       f"disk has free space") from None
+        raise write_error(path, exc) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def write_error(path: Path, exc: OSError) -> RunError:
+    """The one-line error for a file that cannot be written (permissions, a full disk, a file for a folder)."""
+    return RunError(f"cannot write {path}: {exc.strerror or exc}; check that the folder is writable and the disk "
+                    f"has free space")
 
 
 def _clean(value: Any) -> Any:

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from .accel import out_of_memory, precision_context, resolve_precision
-from .checkpoint import best_file, checkpoint_file, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import (
+    best_file,
+    checkpoint_file,
+    drop_side_files,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from .data import TensorData
 from .errors import RunError
 from .losses import LossComposer
@@ -201,8 +209,7 @@ class Trainer:
         third of a running checkpoint, without the optimiser state, the side file or the previous copies."""
         state = self._snapshot(None, generator, loop) | {"best_weights": None if loop.best_state is None else "model"}
         save_checkpoint(path, state)
-        for leftover in (best_file(path), *(p.with_name(f".{p.name}.old") for p in (path, best_file(path)))):
-            leftover.unlink(missing_ok=True)
+        drop_side_files(path)
 
     def _epoch(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
                generator: torch.Generator, loop: _Loop) -> None:

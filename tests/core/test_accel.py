@@ -55,7 +55,8 @@ def test_extraction_in_bf16_and_channels_last_is_close_to_fp32_and_cached_apart(
     assert again.misses == 4  # another precision is another cache entry, never the bf16 one
 
 
-def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog, make_pngs, make_fusion):
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog, make_pngs, make_fusion,
+                                                                  tmp_cache):
     def broken_compile(module):
         def compiled(*args):
             raise RuntimeError("no C++ compiler found\nlong compiler log")
@@ -66,8 +67,11 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="mtl_core.accel"):
         got = extract_features(make_fusion(), paths, read_image, SIZE, batch_size=2, compile=True)
     torch.testing.assert_close(got, extract_features(make_fusion(), paths, read_image, SIZE, batch_size=2))
+    monkeypatch.setattr(FeatureCache, "first_chunk", 1)  # three extraction passes of one fusion: one attempt
+    with caplog.at_level(logging.WARNING, logger="mtl_core.accel"):
+        FeatureCache(tmp_cache / "features").features(make_fusion(), paths, read_image, SIZE, compile=True)
     warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
-    assert warnings == ["torch.compile failed (RuntimeError: no C++ compiler found); running eagerly"]
+    assert warnings == ["torch.compile failed (RuntimeError: no C++ compiler found); running eagerly"] * 2
 
 
 def test_out_of_memory_in_extraction_says_which_batch_size_to_try(monkeypatch, make_pngs, make_fusion):
