@@ -6,6 +6,7 @@ channels, normalisation from the backbone's pretrained config), and concatenates
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,12 +18,12 @@ from torch import nn
 from .errors import MTLError, WeightsError
 from .registry import suggest
 from .weights import (
-    cached_timm_weights,
-    cached_torchvision_weights,
     file_digest,
     fit_state_dict,
     local_weights_file,
+    pretrained_file,
     read_state_dict,
+    torchvision_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,13 @@ def backbone_source(name: str) -> str:
     """Which library builds ``name``: timm when it has ImageNet weights for it, else torchvision when it has the
     model (e.g. ``efficientnet_b7``, ``googlenet``, ``alexnet``), else timm. The rule depends on the libraries'
     registries only, never on what is in a cache, so the same name always means the same network."""
-    import timm
-    import torchvision
-
     from .small_cnn import LOCAL_BACKBONES
 
     if name in LOCAL_BACKBONES:
         return "mtl"
+    import timm
+    import torchvision
+
     in_timm = timm.is_model(name)
     in_torchvision = name in torchvision.models.list_models(module=torchvision.models)
     if in_timm and (timm.list_pretrained(name) or timm.list_pretrained(f"{name}.*") or not in_torchvision):
@@ -142,10 +143,7 @@ class Backbone(nn.Module):
             path = Path(weights).expanduser()
             fit_state_dict(self.model, read_state_dict(path), name, f"file {path}")
             return "file", f"sha256:{file_digest(path)}"
-        found = local_weights_file(name)
-        if found is None and source != "mtl":
-            found = (cached_timm_weights(self.model.pretrained_cfg) if source == "timm"
-                     else cached_torchvision_weights(name)[0])
+        found = local_weights_file(name) or pretrained_file(name, fresh=True)
         if found is not None:
             fit_state_dict(self.model, read_state_dict(found), name, f"file {found}")
             return "pretrained", f"sha256:{file_digest(found)}"
@@ -169,7 +167,7 @@ class Backbone(nn.Module):
                                    f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
             fit_state_dict(self.model, fresh.state_dict(), name, "from the hub")
             return "pretrained", str(fresh.pretrained_cfg.get("hf_hub_id") or fresh.pretrained_cfg.get("url"))
-        _, weights = cached_torchvision_weights(name)
+        weights = torchvision_weights(name)
         if weights is None:
             raise WeightsError(f"torchvision has no pretrained weights for {name!r}")
         fit_state_dict(self.model, weights.get_state_dict(progress=False), name, "from torchvision")
@@ -247,6 +245,8 @@ class BackboneFusion(nn.Module):
                      on_missing_weights=on_missing_weights, seed=seed + i)
             for i, n in enumerate(names))
         self.frozen = frozen
+        self.pooling, self.grid = pooling, grid
+        self._checksum: str | None = None
         if frozen:
             self.requires_grad_(False)
             self.eval()
@@ -269,6 +269,22 @@ class BackboneFusion(nn.Module):
     def describe(self) -> list[dict]:
         """JSON-able description of the backbones."""
         return [asdict(i) for i in self.infos]
+
+    def checksum(self) -> str:
+        """SHA-256 of every backbone tensor (``mtl predict`` checks that it rebuilt the very same backbones);
+        computed once for frozen backbones, whose weights never change."""
+        if self._checksum is not None and self.frozen:
+            return self._checksum
+        digest = hashlib.sha256()
+        for key, value in sorted(self.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        self._checksum = digest.hexdigest()
+        return self._checksum
+
+    def built(self) -> BackboneFusion:
+        """The fusion itself (a :class:`~mtl_core.lazy_fusion.LazyFusion` builds one here)."""
+        return self
 
     def train(self, mode: bool = True) -> BackboneFusion:
         """Frozen backbones stay in eval mode (their batch-norm statistics never move)."""

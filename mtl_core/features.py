@@ -15,6 +15,7 @@ import secrets
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,28 +23,21 @@ from .accel import Compiled, out_of_memory, precision_context, resolve_precision
 from .backbones import BackboneFusion
 from .data import ImageDataset, ImageReader, reader_identity
 from .errors import MTLError
+from .memo import library_versions
 from .outputs import atomic_write, safetensors_header, tensor_bytes
 from .weights import file_digest
+
+if TYPE_CHECKING:
+    from .lazy_fusion import LazyFusion
 
 log = logging.getLogger(__name__)
 BUCKETS = "0123456789abcdef"
 
 
-def library_versions() -> dict[str, str]:
-    """Versions that can change extracted features."""
-    import timm
-    import torchvision
-
-    from . import __version__
-
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "mtl_core": __version__}
-
-
-def extractor_key(fusion: BackboneFusion, image_size: int, reader_id: str, precision: str = "fp32") -> str:
+def extractor_key(fusion: BackboneFusion | LazyFusion, image_size: int, reader_id: str, precision: str = "fp32") -> str:
     """Digest of everything except the images that determines the features (``precision`` resolved)."""
-    spec = {"backbones": fusion.describe(), "pooling": [b.pooling for b in fusion.backbones],
-            "grid": [b.grid for b in fusion.backbones], "image_size": image_size, "reader": reader_id,
+    spec = {"backbones": fusion.describe(), "pooling": [fusion.pooling] * len(fusion.infos),
+            "grid": [fusion.grid] * len(fusion.infos), "image_size": image_size, "reader": reader_id,
             "versions": library_versions()}
     if precision != "fp32":  # fp32 keys stay those of earlier versions
         spec["precision"] = precision
@@ -178,7 +172,7 @@ class FeatureCache:
         header = safetensors_header({"features": shape}, {"digests": json.dumps(digests), "checksum": _checksum(rows)})
         atomic_write(folder / f"{bucket}.{secrets.token_hex(6)}.safetensors", [header, *rows])
 
-    def features(self, fusion: BackboneFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
+    def features(self, fusion: BackboneFusion | LazyFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                  reader_id: str | None = None, **extract_options) -> torch.Tensor:
         """Features (N, F) for ``paths``, from the cache where possible; misses are extracted and stored.
 
@@ -217,7 +211,7 @@ class FeatureCache:
             while start < len(missing):
                 part = missing[start:start + chunk]
                 first = [rows[d][0] for d in part]
-                extract_features(fusion, [paths[r] for r in first], reader, image_size, out=out,
+                extract_features(fusion.built(), [paths[r] for r in first], reader, image_size, out=out,
                                  rows=torch.tensor(first), progress=bar and (lambda **_: _Continued(bar)),
                                  digests=part, **extract_options)
                 for bucket in sorted({d[0] for d in part}):

@@ -7,9 +7,14 @@ light. Every figure uses a constrained layout, so titles, tick labels and legend
 from __future__ import annotations
 
 import io
+import logging
 import math
+import os
 import re
+import sys
 import textwrap
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+log = logging.getLogger(__name__)
 DPI = 110
 _LABEL_WIDTH = 14  # characters per line of a wrapped class name
 _TITLE_WIDTH = 48  # characters per line of a wrapped title
@@ -225,27 +231,65 @@ def render_loss_weights(tasks: list[dict[str, Any]], histories: list[dict[str, A
     return fig
 
 
+def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
+                histories: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Figure]]]:
+    """Every figure as (file stem, function drawing it), in report order."""
+    cases, note = select_cases(predictions)
+    plan: list[tuple[str, Callable[[], Figure]]] = []
+    for task in tasks:
+        if task["kind"] != "regression" and f"{task['name']}_true" in cases.columns:
+            plan.append((f"confusion_{_safe(task['name'])}", partial(render_confusion, task, cases, note)))
+    for task in tasks:
+        if task["kind"] == "regression" and f"{task['name']}_true" in cases.columns:
+            plan.append((f"scatter_{_safe(task['name'])}", partial(render_scatter, task, cases, note)))
+    if histories and histories[0].get("train"):
+        plan.append(("learning_curves", partial(render_learning_curves, tasks, histories)))
+    if histories and histories[0].get("weights"):
+        plan.append(("loss_weights", partial(render_loss_weights, tasks, histories)))
+    return plan
+
+
 def render_figures(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
                    histories: list[dict[str, Any]]) -> list[tuple[str, Figure]]:
     """Every figure as (file stem, Figure), in report order; the caller closes nothing (no pyplot state)."""
-    cases, note = select_cases(predictions)
-    figures: list[tuple[str, Figure]] = []
-    for task in tasks:
-        if task["kind"] != "regression" and f"{task['name']}_true" in cases.columns:
-            figures.append((f"confusion_{_safe(task['name'])}", render_confusion(task, cases, note)))
-    for task in tasks:
-        if task["kind"] == "regression" and f"{task['name']}_true" in cases.columns:
-            figures.append((f"scatter_{_safe(task['name'])}", render_scatter(task, cases, note)))
-    if histories and histories[0].get("train"):
-        figures.append(("learning_curves", render_learning_curves(tasks, histories)))
-    if histories and histories[0].get("weights"):
-        figures.append(("loss_weights", render_loss_weights(tasks, histories)))
-    return figures
+    return [(stem, draw()) for stem, draw in figure_plan(tasks, predictions, histories)]
+
+
+def _draw(folder: Path, stem: str, draw: Callable[[], Figure]) -> None:
+    buffer = io.BytesIO()
+    draw().savefig(buffer, format="png", dpi=DPI)
+    atomic_write(folder / f"{stem}.png", buffer.getvalue())
+
+
+def _share(folder: Path, queue: list, taken: Any, done: Any) -> None:
+    """Draw the next figure of ``queue`` that no process has taken yet (``taken``: a shared counter; ``done``:
+    shared flags), until none is left."""
+    while True:
+        with taken.get_lock():
+            index = taken.value
+            taken.value += 1
+        if index >= len(queue):
+            return
+        _draw(folder, *queue[index])
+        done[index] = 1
+
+
+def _can_fork() -> bool:
+    """Whether a helper process may draw half the figures (matplotlib spends ~0.4 s per figure on a slow CPU):
+    forked only (it inherits the loaded modules and the data), only on Linux (macOS system libraries do not
+    survive a fork), and only with a second core."""
+    import multiprocessing
+
+    return (sys.platform == "linux" and (os.cpu_count() or 1) > 1
+            and "fork" in multiprocessing.get_all_start_methods())
 
 
 def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.DataFrame,
                   histories: list[dict[str, Any]]) -> list[Path]:
     """Write the run's figures as PNG into ``run_dir/figures/`` and return their paths.
+
+    Two processes draw them where the CPU has two cores (see :func:`_can_fork`); whatever the helper process
+    took and did not finish is drawn here, so a failed helper costs time, never a figure.
 
     Args:
         run_dir: the run folder.
@@ -260,11 +304,27 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
         >>> write_figures(Path("runs/demo"), model["tasks"], pd.read_csv("runs/demo/predictions.csv"),
         ...               [history])  # doctest: +SKIP
     """
-    paths = []
-    for stem, fig in render_figures(tasks, predictions, histories):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI)
-        path = Path(run_dir) / "figures" / f"{stem}.png"
-        atomic_write(path, buffer.getvalue())
-        paths.append(path)
-    return paths
+    folder = Path(run_dir) / "figures"
+    plan = figure_plan(tasks, predictions, histories)
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(plan) < 3 or not _can_fork():
+        for stem, draw in plan:
+            _draw(folder, stem, draw)
+        return [folder / f"{stem}.png" for stem, _ in plan]
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = sorted(plan, key=lambda item: item[0] != "learning_curves")  # the costliest first: even shares
+    taken, done = context.Value("i", 0), context.Array("b", len(queue))
+    helper = context.Process(target=_share, args=(folder, queue, taken, done), daemon=True)
+    helper.start()
+    try:
+        _share(folder, queue, taken, done)
+    finally:
+        helper.join()
+    missed = [item for item, flag in zip(queue, done, strict=True) if not flag]
+    if missed:
+        log.warning("the figure helper process failed (exit code %s); drawing its figures here", helper.exitcode)
+        for stem, draw in missed:
+            _draw(folder, stem, draw)
+    return [folder / f"{stem}.png" for stem, _ in plan]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Callable
@@ -49,15 +48,6 @@ class RunResult:
     table: str
 
 
-def backbone_checksum(fusion: BackboneFusion) -> str:
-    """Digest of every backbone tensor: ``mtl predict`` checks it rebuilt the very same backbones."""
-    digest = hashlib.sha256()
-    for key, value in sorted(fusion.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def weights_used(fusion: BackboneFusion, model_cfg) -> dict[str, str]:
     """Per backbone, what was actually loaded: "random" when pretrained weights could not be had."""
     asked = model_cfg.weights
@@ -77,7 +67,7 @@ def model_schema(config: RunConfig, prep: Prepared, fusion: BackboneFusion, mode
         "seed": config.train.seed,
         "model": model_cfg.model_dump() | {"weights": weights_used(fusion, model_cfg)},
         "backbones": fusion.describe(),
-        "backbone_checksum": backbone_checksum(fusion),
+        "backbone_checksum": fusion.checksum(),
         "tasks": [t.describe() for t in tasks],
     }
 
@@ -91,8 +81,7 @@ def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback
         "backbones": ", ".join(f"{i.name} ({i.weights})" for i in fusion.infos),
         "weights": "RANDOM INITIALISATION" if fusion.uses_random_weights else "pretrained",
         "fallback": fallback or "none",
-        "pooling": f"{fusion.backbones[0].pooling}" + (f" {fusion.backbones[0].grid}x{fusion.backbones[0].grid}"
-                                                      if fusion.backbones[0].pooling == "grid" else ""),
+        "pooling": fusion.pooling + (f" {fusion.grid}x{fusion.grid}" if fusion.pooling == "grid" else ""),
         "backbones_frozen": fusion.frozen,
         "image_size": image_size,
         "loss_weighting": config.loss.strategy,

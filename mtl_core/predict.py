@@ -49,8 +49,6 @@ def _reader(plugin_name: str):
 
 def load_run(run_dir: Path) -> LoadedRun:
     """Rebuild the model of ``run_dir`` from ``model.json`` and ``model.safetensors`` (no pickle anywhere)."""
-    from .pipeline import backbone_checksum
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; give the --output folder of a finished `mtl run`")
@@ -68,7 +66,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
     if fusion_state:
         fusion.load_state_dict(fusion_state)
-    elif backbone_checksum(fusion) != schema.get("backbone_checksum"):
+    elif fusion.checksum() != schema.get("backbone_checksum"):
         raise RunError(f"the backbones rebuilt for {run_dir} differ from the ones it was trained with (other "
                        f"weights file or library version); predict where the run was made")
     trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())

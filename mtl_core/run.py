@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,9 @@ from .data import Records, TensorData, load_image_tensor
 from .errors import ConfigError, DataError, PluginError
 from .features import FeatureCache
 from .input_cache import InputCache
+from .lazy_fusion import LazyFusion, create_fusion
 from .losses import WEIGHTINGS, LossComposer
+from .memo import cache_dir
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
 from .registry import suggest
@@ -34,14 +35,6 @@ from .weights import pretrained_available
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
-
-
-def cache_dir() -> Path:
-    """``$MTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtl``, else ``~/.cache/mtl``."""
-    if os.environ.get("MTL_CACHE_DIR"):
-        return Path(os.environ["MTL_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mtl"
 
 
 def build_tasks(plugin: Plugin, config: RunConfig) -> list[Task]:
@@ -131,14 +124,12 @@ def effective_model(config: RunConfig) -> tuple[ModelConfig, int, str | None]:
     return model.model_copy(update=update), fb.image_size or size, reason
 
 
-def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion:
-    """Backbones of a model config."""
-    return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
-                          image_size=image_size, frozen=model.frozen, allow_download=model.allow_download,
-                          on_missing_weights=model.on_missing_weights, seed=seed)
+def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
+    """Backbones of a model config (frozen ones built before come back as a :class:`LazyFusion`)."""
+    return create_fusion(model, image_size, seed)
 
 
-def compute_inputs(prep: Prepared, fusion: BackboneFusion, config: RunConfig, image_size: int,
+def compute_inputs(prep: Prepared, fusion: BackboneFusion | LazyFusion, config: RunConfig, image_size: int,
                    progress: Callable | None) -> tuple[torch.Tensor, bool, dict[str, int]]:
     """Cached fused features for frozen backbones, else the resized images. Returns (inputs, is_features, stats)."""
     paths = prep.records.paths
@@ -168,7 +159,7 @@ class Fitted:
 
 
 def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor, is_features: bool,
-                      fusion: BackboneFusion, model_cfg: ModelConfig, config: RunConfig,
+                      fusion: BackboneFusion | LazyFusion, model_cfg: ModelConfig, config: RunConfig,
                       split: dict[str, np.ndarray], strategy: str | None = None,
                       progress: Callable | None = None, checkpoint: Path | None = None) -> Fitted:
     """Fit tasks' normalisation on the training part, train (continuing from ``checkpoint`` when it exists), and

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import WeightsError
+from .memo import recall, remember
 
 log = logging.getLogger(__name__)
 
@@ -70,37 +71,43 @@ def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], name:
     model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def cached_timm_weights(pretrained_cfg: dict) -> Path | None:
-    """Return a cached pretrained file for a timm model (Hugging Face cache or torch hub cache), or None."""
+def _hub_checkpoint(url: str) -> Path:
+    """Where torch.hub keeps a file downloaded from ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def cached_timm_weights(pretrained_cfg: dict) -> tuple[Path | None, list[Path]]:
+    """A cached pretrained file for a timm model (Hugging Face cache or torch hub cache) or None, and the places
+    looked at (whose change can change the answer)."""
+    places: list[Path] = []
     hub_id = pretrained_cfg.get("hf_hub_id")
     if hub_id:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import constants, try_to_load_from_cache
         except ImportError:  # pragma: no cover - timm depends on huggingface_hub
             try_to_load_from_cache = None
         if try_to_load_from_cache is not None:
+            places.append(Path(constants.HF_HUB_CACHE) / f"models--{hub_id.split('@')[0].replace('/', '--')}")
             for filename in ("model.safetensors", "pytorch_model.bin"):
                 found = try_to_load_from_cache(hub_id, filename)
                 if isinstance(found, str) and os.path.isfile(found):
-                    return Path(found)
+                    return Path(found), [*places, Path(found)]
     url = pretrained_cfg.get("url")
     if url:
-        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-        if candidate.is_file():
-            return candidate
-    return None
+        places.append(_hub_checkpoint(url))
+        if places[-1].is_file():
+            return places[-1], places
+    return None, places
 
 
-def cached_torchvision_weights(name: str) -> tuple[Path | None, object | None]:
-    """Return (cached file, weights enum) for a torchvision model's default weights, without downloading."""
+def torchvision_weights(name: str) -> object | None:
+    """torchvision's default weights enum for model ``name``, or None when it has none."""
     import torchvision
 
     try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
+        return torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError, AttributeError):
-        return None, None
-    candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    return (candidate if candidate.is_file() else None), weights
+        return None
 
 
 def local_weights_file(name: str) -> Path | None:
@@ -115,18 +122,41 @@ def local_weights_file(name: str) -> Path | None:
     return None
 
 
-def pretrained_available(name: str) -> bool:
-    """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR`` or a cache)."""
-    if local_weights_file(name) is not None:
-        return True
+def _look_up(name: str) -> tuple[Path | None, list[Path]]:
+    """The hub caches' file of ``name``'s pretrained weights (or None) and the places looked at."""
     from .backbones import backbone_source
 
-    source = backbone_source(name)
-    if source == "mtl":
-        return False  # the engine's own small CNNs have no pretrained weights but a local file
-    if source == "timm":
+    if backbone_source(name) == "timm":
         import timm
 
         cfg = timm.models.get_pretrained_cfg(name)
-        return cfg is not None and cached_timm_weights(cfg.to_dict()) is not None
-    return cached_torchvision_weights(name)[0] is not None
+        return cached_timm_weights(cfg.to_dict()) if cfg is not None else (None, [])
+    weights = torchvision_weights(name)
+    if weights is None:
+        return None, []
+    candidate = _hub_checkpoint(weights.url)
+    return (candidate if candidate.is_file() else None), [candidate]
+
+
+def pretrained_file(name: str, *, fresh: bool = False) -> Path | None:
+    """The file of ``name``'s pretrained ImageNet weights in the Hugging Face or torch hub cache, or None.
+
+    The answer is remembered (:mod:`mtl_core.memo`) until one of the places looked at changes, so that asking
+    again imports neither timm nor torchvision; ``fresh`` looks again (building a backbone always does).
+    """
+    from .small_cnn import LOCAL_BACKBONES
+
+    if name in LOCAL_BACKBONES:
+        return None  # the engine's own small CNNs have no pretrained weights but a local file
+    if not fresh:
+        known = recall("weights", {"name": name})
+        if known is not None:
+            return Path(known["file"]) if known["file"] else None
+    found, places = _look_up(name)
+    remember("weights", {"name": name}, {"file": None if found is None else str(found)}, places)
+    return found
+
+
+def pretrained_available(name: str) -> bool:
+    """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR`` or a cache)."""
+    return local_weights_file(name) is not None or pretrained_file(name) is not None

@@ -20,10 +20,12 @@ IMAGE_SIZE = 32
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reaches the network or picks up weights from the developer's own $MTL_WEIGHTS_DIR."""
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reaches the network, picks up weights from the developer's own $MTL_WEIGHTS_DIR, or writes into
+    the developer's own cache (tests that need an empty one take ``tmp_cache``)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MTL_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "shared-mtl-cache"))
 
 
 @pytest.fixture

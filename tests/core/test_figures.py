@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mtl_core import figures
 from mtl_core.figures import render_figures, write_figures
 from mtl_core.report import markdown_report
 from mtl_core.report_html import caption, markdown_to_html, write_html
@@ -132,6 +133,28 @@ def test_write_figures_writes_readable_pngs_in_report_order(written):
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) >= 400
             assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50  # not a blank canvas
+
+
+def test_figures_drawn_by_two_processes_equal_those_drawn_by_one(written, tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "_can_fork", lambda: False)
+    single = write_figures(tmp_path, TASKS, _predictions(), HISTORIES)
+    assert [p.read_bytes() for p in single] == [p.read_bytes() for p in written[1]]
+
+
+@pytest.mark.skipif(not figures._can_fork(), reason="no helper process on this platform")
+def test_a_helper_process_that_dies_costs_no_figure(tmp_path, monkeypatch, caplog):
+    import os
+
+    parent, real = os.getpid(), figures._draw
+
+    def draw(folder, stem, make):
+        if os.getpid() != parent:
+            os._exit(3)  # the helper dies after taking a figure, before writing it
+        real(folder, stem, make)
+
+    monkeypatch.setattr(figures, "_draw", draw)
+    paths = write_figures(tmp_path, TASKS, _predictions(), HISTORIES)
+    assert all(p.stat().st_size > 10_000 for p in paths) and "exit code 3" in caplog.text
 
 
 def test_every_figure_has_no_overlapping_or_cut_text(rendered):
