@@ -90,9 +90,13 @@ class PluginInfo:
     target: str
 
 
+_DISTRIBUTION_VERSIONS: dict[type, str] = {}  # plugin class -> version of the distribution it was loaded from
+
+
 def plugin_version(plugin: Plugin) -> str:
     """Version of the distribution that provides ``plugin``'s module, or 'unknown'."""
-    return _module_version(type(plugin).__module__.split(".")[0])
+    known = _DISTRIBUTION_VERSIONS.get(type(plugin))
+    return known or _module_version(type(plugin).__module__.split(".")[0])
 
 
 @functools.cache
@@ -154,10 +158,13 @@ def _load_class(name: str) -> tuple[type, str]:
     ep = matches[0]
     origin = f"distribution {ep.dist.name if ep.dist else 'unknown'} ({ep.value})"
     try:
-        return ep.load(), origin
+        cls = ep.load()
     except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
         raise PluginError(f"plugin {name!r} from {origin} failed to load: {type(exc).__name__}: {exc}; fix the plugin "
                           f"or reinstall its distribution") from None
+    if ep.dist is not None and isinstance(cls, type):  # known here for free; searching for it later costs ~1 s
+        _DISTRIBUTION_VERSIONS[cls] = ep.dist.version
+    return cls, origin
 
 
 def check_tasks(tasks: Any, origin: str) -> list[Task]:
