@@ -18,6 +18,19 @@ def _norm(kind: str, width: int) -> nn.Module:
     return nn.Identity()
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout``, drawn faster on the CPU: there torch's ``bernoulli_`` costs more than twice a uniform draw
+    and a select (a 32 x 19,072 batch of fused features: 9.6 ms against 3.9 ms on a 2-core CPU, a tenth of a
+    training step). The same distribution (each value kept with probability 1 - p and scaled by 1 / (1 - p)),
+    other random numbers; on other devices torch's own kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) -> (B, ...)."""
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        return x.where(torch.rand_like(x) >= self.p, 0.0).mul_(1.0 / (1.0 - self.p))
+
+
 class ResidualBlock(nn.Module):
     """``y = F(x) + x`` with ``F = Linear -> Norm -> ReLU -> Dropout -> Linear``; without the skip when
     ``residual`` is false (the ablation)."""
@@ -25,7 +38,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, dropout: float, norm: str, residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
-        self.body = nn.Sequential(nn.Linear(width, width), _norm(norm, width), nn.ReLU(), nn.Dropout(dropout),
+        self.body = nn.Sequential(nn.Linear(width, width), _norm(norm, width), nn.ReLU(), Dropout(dropout),
                                   nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +64,8 @@ class ResidualSharedTrunk(nn.Module):
             raise MTLError(f"invalid trunk: in_features={in_features}, hidden={hidden}, depth={depth}, "
                            f"dropout={dropout}; need widths >= 1, depth >= 0, dropouts in [0, 1)")
         self.out_features = hidden
-        self.fc1 = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(in_features, hidden), _norm(norm, hidden),
-                                 nn.ReLU(), nn.Dropout(dropout))
+        self.fc1 = nn.Sequential(Dropout(input_dropout), nn.Linear(in_features, hidden), _norm(norm, hidden),
+                                 nn.ReLU(), Dropout(dropout))
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, dropout, norm, residual) for _ in range(depth)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -170,3 +170,18 @@ def test_a_task_without_any_training_label_does_not_break_training():
     history = trainer.fit(_data(tasks, features, records), _data(tasks, features, records))
     assert all(epoch["size"] == 0.0 and np.isfinite(epoch["total"]) for epoch in history.train + history.val)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_trunk_dropout_keeps_each_value_with_probability_1_minus_p_scaled_up(p):
+    from mtl_core.trunk import Dropout
+
+    drop = Dropout(p)
+    x = torch.rand(400, 500).add_(0.5).requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / (1 - p))  # gradients flow through the kept values only
+    assert torch.equal(drop.eval()(x), x)
