@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import json
 import logging
 import os
@@ -236,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    """The ``mtl`` console script: :func:`main`, then :func:`exit_quickly`."""
+    """The ``mtl`` console script: :func:`main`, then :func:`exit_quickly`.
+
+    The cyclic garbage collector runs every 50,000 allocations instead of 700: importing torch, torch._dynamo,
+    pandas and matplotlib creates about a million long-lived objects that each full collection scans again,
+    1-2 s of a 15 s run on a 2-core CPU. Reference counting still frees everything acyclic at once.
+    """
+    gc.set_threshold(50_000, 20, 20)
     exit_quickly(main())
 
 
