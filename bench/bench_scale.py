@@ -12,7 +12,9 @@ the phases of ``mtl run`` separately, calling the functions ``mtl_core.pipeline.
 
 It prints JSON with the timings, the fused feature matrix's size and the peak RSS before extraction, after it and
 after the epoch. The parent prints throughput per size, its ratio to the smallest size (target: extraction at
-100k within 10 % of 1k), and peak RSS growth beside feature-matrix growth.
+100k within 10 % of 1k), and peak RSS growth beside feature-matrix growth. This VM's speed drifts by 10-20 %
+between minutes, so the smallest size is measured again after each other size and the ratios use the median of
+those runs; each run also reports the throughput of its first and last 1,000 images, a ratio within one process.
 
     .venv/bin/python bench/bench_scale.py [--sizes 1000,10000,100000]
 """
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,29 @@ def overrides(n: int) -> list[str]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+class _Ticks:
+    """A progress bar that records when each batch ended."""
+
+    def __init__(self, ticks: list[tuple[float, int]]) -> None:
+        self.ticks = ticks
+
+    def update(self, count: int) -> None:
+        self.ticks.append((time.perf_counter(), (self.ticks[-1][1] if self.ticks else 0) + count))
+
+    def close(self) -> None:
+        pass
+
+
+def _rate(ticks: list[tuple[float, int]], start: float, first: int, last: int) -> float:
+    """Images per second between the batches that ended nearest ``first`` and ``last`` images (stores between
+    chunks included)."""
+    if not ticks:
+        return float("nan")
+    t0, n0 = min([(start, 0), *ticks], key=lambda t: abs(t[1] - max(first, 0)))
+    t1, n1 = min(ticks, key=lambda t: abs(t[1] - last))
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
 def child(n: int, threads: int | None) -> dict[str, float]:
@@ -71,15 +97,17 @@ def child(n: int, threads: int | None) -> dict[str, float]:
     prep.plugin.reader_id()  # a fixed cost inside compute_inputs (the plugin's version from the installed metadata)
     reader_id = time.perf_counter() - start
     rss_before = peak_rss_mb()
-    start = time.perf_counter()
-    inputs, is_features, _ = compute_inputs(prep, fusion, config, image_size, None)
-    extraction = time.perf_counter() - start
+    ticks: list[tuple[float, int]] = []  # (time, images extracted so far), from the extraction's progress calls
+    began = time.perf_counter()
+    inputs, is_features, _ = compute_inputs(prep, fusion, config, image_size, lambda **_: _Ticks(ticks))
+    extraction = time.perf_counter() - began
     rss_extracted = peak_rss_mb()
     split = make_splits(prep.records, prep.plugin, config)[0]
     start = time.perf_counter()
     train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split)
     epoch = time.perf_counter() - start
     return {"n": n, "generation_s": generation, "extraction_s": extraction, "extraction_ips": n / extraction,
+            "first_1k_ips": _rate(ticks, began, 0, 1000), "last_1k_ips": _rate(ticks, began, n - 1000, n),
             "reader_id_s": reader_id, "epoch_s": epoch, "train_cases": len(split["train"]),
             "epoch_ips": len(split["train"]) / epoch,
             "features_mb": inputs.numel() * inputs.element_size() / 2**20, "rss_before_mb": rss_before,
@@ -95,17 +123,24 @@ def measure(n: int, tmp: Path, threads: int | None) -> dict[str, float]:
     return json.loads(next(line[len(MARK):] for line in done.stdout.splitlines() if line.startswith(MARK)))
 
 
-def report(rows: list[dict[str, float]]) -> None:
+def report(rows: list[dict[str, float]], smallest: list[dict[str, float]]) -> None:
     for r in rows:
-        print(f"n={r['n']:>6}: extraction {r['extraction_ips']:8.1f} images/s ({r['extraction_s']:.1f} s, of which "
-              f"{r['reader_id_s']:.1f} s fixed for the plugin's reader_id) | one epoch {r['epoch_ips']:8.1f} train "
-              f"images/s ({r['epoch_s']:.2f} s, {r['train_cases']} train cases) | generation {r['generation_s']:.1f} s")
+        print(f"n={r['n']:>6}: extraction {r['extraction_ips']:8.1f} images/s ({r['extraction_s']:.1f} s; first 1,000 "
+              f"images {r['first_1k_ips']:.1f}/s, last 1,000 {r['last_1k_ips']:.1f}/s) | one epoch "
+              f"{r['epoch_ips']:8.1f} train images/s ({r['epoch_s']:.2f} s, {r['train_cases']} train cases) | "
+              f"generation {r['generation_s']:.1f} s")
         print(f"        peak RSS {r['rss_before_mb']:.0f} MB before extraction, {r['rss_extracted_mb']:.0f} MB after, "
               f"{r['peak_rss_mb']:.0f} MB after the epoch | feature matrix {r['features_mb']:.1f} MB")
-    base = rows[0]
-    for r in rows[1:]:
+    base = dict(smallest[0], extraction_ips=statistics.median(r["extraction_ips"] for r in smallest))
+    rates = ", ".join(f"{r['extraction_ips']:.1f}" for r in smallest)
+    print(f"n={base['n']} measured {len(smallest)} times (before, between and after the others: {rates} images/s); "
+          f"the ratios use their median")
+    for r in rows:
+        if r["n"] == base["n"]:
+            continue
         extraction = r["extraction_ips"] / base["extraction_ips"]
-        print(f"n={r['n']} vs n={base['n']}: extraction throughput ratio {extraction:.3f} (target >= 0.9), "
+        print(f"n={r['n']} vs n={base['n']}: extraction throughput ratio {extraction:.3f} (target >= 0.9; within the "
+              f"run, last 1,000 images vs first 1,000: {r['last_1k_ips'] / r['first_1k_ips']:.3f}), "
               f"epoch throughput ratio {r['epoch_ips'] / base['epoch_ips']:.3f}, peak RSS grew "
               f"{r['peak_rss_mb'] - base['peak_rss_mb']:.1f} MB, the feature matrix "
               f"{r['features_mb'] - base['features_mb']:.1f} MB")
@@ -120,12 +155,13 @@ def main() -> None:
     if args.child is not None:
         print(MARK + json.dumps(child(args.child, args.threads)))
         return
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    order = [sizes[0]] + [x for n in sizes[1:] for x in (n, sizes[0])]  # the smallest again after each other size
     with tempfile.TemporaryDirectory(prefix="mtl-bench-scale-") as tmp:
-        rows = [measure(n, Path(tmp), args.threads) for n in sizes]
+        done = [measure(n, Path(tmp) / str(i), args.threads) for i, n in enumerate(order)]
     print(f"examples/shapes, {' '.join('--set ' + o for o in overrides(0)[1:])}; one fresh process and an empty "
           f"MTL_CACHE_DIR per size; throughput in images/s")
-    report(rows)
+    report([done[0]] + done[1::2], done[0::2])
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def cached_timm_weights(pretrained_cfg: dict) -> tuple[Path | None, list[Path]]:
         except ImportError:  # pragma: no cover - timm depends on huggingface_hub
             try_to_load_from_cache = None
         if try_to_load_from_cache is not None:
-            places.append(Path(constants.HF_HUB_CACHE) / f"models--{hub_id.split('@')[0].replace('/', '--')}")
+            repo = Path(constants.HF_HUB_CACHE) / f"models--{hub_id.split('@')[0].replace('/', '--')}"
+            places += [repo, repo / "refs" / "main"]  # a new revision moves refs/main
             for filename in ("model.safetensors", "pytorch_model.bin"):
                 found = try_to_load_from_cache(hub_id, filename)
                 if isinstance(found, str) and os.path.isfile(found):
@@ -153,7 +154,8 @@ def pretrained_file(name: str, *, fresh: bool = False) -> Path | None:
         if known is not None:
             return Path(known["file"]) if known["file"] else None
     found, places = _look_up(name)
-    remember("weights", {"name": name}, {"file": None if found is None else str(found)}, places)
+    if found is not None or not any(p.exists() for p in places):  # a half-filled cache folder: look every time
+        remember("weights", {"name": name}, {"file": None if found is None else str(found)}, places)
     return found
 
 

@@ -71,6 +71,30 @@ def test_the_weights_lookup_is_remembered_and_follows_a_download(tmp_cache, tmp_
     assert weights.pretrained_file("alexnet") is None
 
 
+def test_a_half_filled_hub_cache_folder_is_looked_at_every_time(tmp_cache, tmp_path, monkeypatch):
+    """test_resnet's weights would sit in the Hugging Face cache; a folder without them (a download under way, or
+    only its config) must not be remembered as 'no weights', and the finished download is found."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    looked = []
+    real = weights._look_up
+    monkeypatch.setattr(weights, "_look_up", lambda name: looked.append(name) or real(name))
+    repo = tmp_path / "hub" / "models--timm--test_resnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    assert weights.pretrained_file("test_resnet") is None
+    assert weights.pretrained_file("test_resnet") is None
+    assert looked == ["test_resnet", "test_resnet"]  # nothing remembered
+    snapshot = repo / "snapshots" / "abc123" / "model.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"weights")
+    assert weights.pretrained_file("test_resnet") == snapshot
+    assert weights.pretrained_file("test_resnet") == snapshot and len(looked) == 3  # remembered now
+    (repo / "refs" / "main").write_text("def456")  # a new revision
+    assert weights.pretrained_file("test_resnet") is None and len(looked) == 4
+
+
 def test_frozen_backbones_built_once_come_back_described_without_building(tmp_cache, make_pngs):
     model = _model()
     first = create_fusion(model, SIZE, seed=0)
