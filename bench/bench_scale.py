@@ -60,12 +60,12 @@ class _Ticks:
         pass
 
 
-def _rate(ticks: list[tuple[float, int]], start: float, first: int, last: int) -> float:
-    """Images per second between the batches that ended nearest ``first`` and ``last`` images (stores between
-    chunks included)."""
-    if not ticks:
+def _rate(ticks: list[tuple[float, int]], first: int, last: int) -> float:
+    """Images per second between the batches that ended nearest ``first`` and ``last`` images (the stores between
+    chunks included; the hashing of every file before the first batch is not)."""
+    if len(ticks) < 2:
         return float("nan")
-    t0, n0 = min([(start, 0), *ticks], key=lambda t: abs(t[1] - max(first, 0)))
+    t0, n0 = min(ticks, key=lambda t: abs(t[1] - max(first, 0)))
     t1, n1 = min(ticks, key=lambda t: abs(t[1] - last))
     return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
 
@@ -107,7 +107,7 @@ def child(n: int, threads: int | None) -> dict[str, float]:
     train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split)
     epoch = time.perf_counter() - start
     return {"n": n, "generation_s": generation, "extraction_s": extraction, "extraction_ips": n / extraction,
-            "first_1k_ips": _rate(ticks, began, 0, 1000), "last_1k_ips": _rate(ticks, began, n - 1000, n),
+            "first_1k_ips": _rate(ticks, 0, 1000), "last_1k_ips": _rate(ticks, n - 1000, n),
             "reader_id_s": reader_id, "epoch_s": epoch, "train_cases": len(split["train"]),
             "epoch_ips": len(split["train"]) / epoch,
             "features_mb": inputs.numel() * inputs.element_size() / 2**20, "rss_before_mb": rss_before,
