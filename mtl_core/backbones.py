@@ -246,7 +246,6 @@ class BackboneFusion(nn.Module):
             for i, n in enumerate(names))
         self.frozen = frozen
         self.pooling, self.grid = pooling, grid
-        self._checksum: str | None = None
         if frozen:
             self.requires_grad_(False)
             self.eval()
@@ -271,16 +270,12 @@ class BackboneFusion(nn.Module):
         return [asdict(i) for i in self.infos]
 
     def checksum(self) -> str:
-        """SHA-256 of every backbone tensor (``mtl predict`` checks that it rebuilt the very same backbones);
-        computed once for frozen backbones, whose weights never change."""
-        if self._checksum is not None and self.frozen:
-            return self._checksum
+        """SHA-256 of every backbone tensor (``mtl predict`` checks that it rebuilt the very same backbones)."""
         digest = hashlib.sha256()
         for key, value in sorted(self.state_dict().items()):
             digest.update(key.encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        self._checksum = digest.hexdigest()
-        return self._checksum
+        return digest.hexdigest()
 
     def built(self) -> BackboneFusion:
         """The fusion itself (a :class:`~mtl_core.lazy_fusion.LazyFusion` builds one here)."""
