@@ -11,7 +11,6 @@ size and library versions. The next run gets a :class:`LazyFusion`, which builds
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +73,10 @@ class LazyFusion:
         self.pooling, self.grid, self._checksum = card["pooling"], card["grid"], card["checksum"]
         self._build, self._fusion = build, None
 
-    @property
-    def num_features(self) -> int:
-        """Width of the fused vector."""
-        return sum(i.num_features for i in self.infos)
-
-    @property
-    def uses_random_weights(self) -> bool:
-        """True when any backbone runs on random initialisation."""
-        return any(i.weights == "random" for i in self.infos)
-
-    def describe(self) -> list[dict]:
-        """JSON-able description of the backbones, as :meth:`BackboneFusion.describe`."""
-        return [asdict(i) for i in self.infos]
+    # BackboneFusion's own definitions: they read nothing but ``infos``
+    num_features = BackboneFusion.num_features
+    uses_random_weights = BackboneFusion.uses_random_weights
+    describe = BackboneFusion.describe
 
     def checksum(self) -> str:
         """SHA-256 of the backbones' tensors, as :meth:`BackboneFusion.checksum`."""
