@@ -51,13 +51,17 @@ EXTRA: dict[tuple[str, str], str] = {
                                            "warns and initialises randomly, 'error' stops. Not consulted when a "
                                            "`fallback` section applies",
     ("ModelConfig", "pooling"): "'avg': one globally pooled vector per backbone; 'grid': the last feature map "
-                                "averaged over grid x grid cells (timm backbones only)",
+                                "averaged over grid x grid cells (timm backbones only); 'map': the deepest "
+                                "`map_levels` feature maps at `map_size` x `map_size`, stored as float16 "
+                                "(docs/memory.md has what they cost)",
     ("TrunkConfig", "dropout"): "dropout after fc1 and inside every residual block",
     ("TrunkConfig", "norm"): "normalisation after fc1 and after each block's first linear layer: none, "
                              "BatchNorm1d or LayerNorm",
     ("FallbackConfig", "backbones"): "replaces `model.backbones` (null: keep them)",
     ("FallbackConfig", "pooling"): "replaces `model.pooling` (null: keep it)",
     ("FallbackConfig", "grid"): "replaces `model.grid` (null: keep it)",
+    ("FallbackConfig", "map_size"): "replaces `model.map_size` (null: keep it)",
+    ("FallbackConfig", "map_levels"): "replaces `model.map_levels` (null: keep it)",
     ("FallbackConfig", "image_size"): "replaces `data.image_size` (null: keep it)",
     ("FallbackConfig", "trunk"): "replaces `model.trunk` as a whole (null: keep it)",
     ("FallbackConfig", "reason"): "why the fallback exists; printed and recorded in the run's notes",

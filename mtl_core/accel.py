@@ -118,19 +118,27 @@ def out_of_memory(what: str, setting: str, batch: int, device: torch.device | st
                        "image_size or another device"))
 
 
+def fits_on_device(nbytes: int, device: torch.device | str, share: float = 0.5) -> bool:
+    """True when ``nbytes`` is less than ``share`` of the free memory of a CUDA ``device`` (False elsewhere)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < share * free
+
+
 def keep_on_device(tensor: torch.Tensor, device: torch.device | str, share: float = 0.5) -> torch.Tensor:
     """``tensor`` moved to a CUDA ``device`` when it takes less than ``share`` of the free memory there (a feature
     matrix then never crosses the bus again during training); unchanged otherwise."""
     device = torch.device(device)
     if device.type != "cuda" or tensor.device == device:
         return tensor
-    free, _ = torch.cuda.mem_get_info(device)
-    if tensor.numel() * tensor.element_size() >= share * free:
+    if not fits_on_device(tensor.numel() * tensor.element_size(), device, share):
         log.info("feature matrix (%.0f MB) stays in host memory: too large for the device",
                  tensor.numel() * tensor.element_size() / 2**20)
         return tensor
     return tensor.to(device)
 
 
-__all__ = ["PRECISIONS", "Compiled", "extraction_batch", "keep_on_device", "loader_workers", "out_of_memory",
-           "precision_context", "resolve_precision", "use_channels_last"]
+__all__ = ["PRECISIONS", "Compiled", "extraction_batch", "fits_on_device", "keep_on_device", "loader_workers",
+           "out_of_memory", "precision_context", "resolve_precision", "use_channels_last"]

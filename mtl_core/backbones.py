@@ -2,6 +2,8 @@
 
 :class:`BackboneFusion` takes images in [0, 1] (B, 1 or 3, H, W), prepares them for each backbone (size,
 channels, normalisation from the backbone's pretrained config), and concatenates the pooled feature vectors.
+Pooling ``map`` keeps feature maps instead: the deepest ``map_levels`` levels of each backbone, each brought to
+``map_size`` x ``map_size`` and concatenated along channels, flattened channel-major (see ``map_shape``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MTLError, WeightsError
+from .errors import ConfigError, MTLError, WeightsError
 from .registry import suggest
 from .weights import (
     file_digest,
@@ -29,6 +31,7 @@ from .weights import (
 log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ("avg", "grid", "map")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class BackboneInfo:
     std: tuple[float, ...]
     weights: str  # "pretrained", "random" or "file"
     weights_id: str  # identity of the weights: file digest, hub id, or "random-seed-N"
+    map_channels: tuple[int, ...] | None = None  # pooling "map": channels of each kept level, shallowest first
 
 
 def _known_names() -> list[str]:
@@ -90,16 +94,26 @@ def _build_torchvision(name: str) -> nn.Module:
     return model
 
 
+def _to_grid(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, size, size): cell means where the map is larger, bilinear where it is smaller."""
+    if x.shape[-2] > size or x.shape[-1] > size:
+        x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], size), min(x.shape[-1], size)))
+    if x.shape[-2] < size or x.shape[-1] < size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 class Backbone(nn.Module):
-    """One backbone returning a pooled vector (B, F): global average, or a coarse ``grid`` x ``grid`` map."""
+    """One backbone returning a pooled vector (B, F): global average, a coarse ``grid`` x ``grid`` map, or (pooling
+    ``map``) its deepest ``map_levels`` feature maps at ``map_size`` x ``map_size``, flattened channel-major."""
 
     def __init__(self, name: str, *, weights: str | Path = "pretrained", pooling: str = "avg", grid: int = 2,
-                 image_size: int | None = None, allow_download: bool = False, on_missing_weights: str = "random",
-                 seed: int = 0) -> None:
+                 map_size: int = 32, map_levels: int = 3, image_size: int | None = None, allow_download: bool = False,
+                 on_missing_weights: str = "random", seed: int = 0) -> None:
         super().__init__()
-        self.pooling, self.grid = pooling, grid
-        if pooling not in ("avg", "grid"):
-            raise MTLError(f"unknown pooling {pooling!r}; use 'avg' or 'grid'")
+        self.pooling, self.grid, self.map_size, self.map_levels = pooling, grid, map_size, map_levels
+        if pooling not in POOLINGS:
+            raise MTLError(f"unknown pooling {pooling!r}; use 'avg', 'grid' or 'map'")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             source = backbone_source(name)
@@ -113,8 +127,10 @@ class Backbone(nn.Module):
         kind, weights_id = self._load_weights(name, source, weights, allow_download, on_missing_weights, seed)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.info = BackboneInfo(name, source, self._width(source, image_size or size), image_size or size,
-                                 tuple(mean), tuple(std), kind, weights_id)
+        levels = self._map_channels(name, source, image_size or size) if pooling == "map" else None
+        width = sum(levels) * map_size**2 if levels else self._width(source, image_size or size)
+        self.info = BackboneInfo(name, source, width, image_size or size, tuple(mean), tuple(std), kind, weights_id,
+                                 levels)
 
     def _preprocessing(self, source: str) -> tuple[tuple, tuple, int]:
         if source in ("timm", "mtl"):
@@ -128,12 +144,35 @@ class Backbone(nn.Module):
             return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         # torchvision models carry no width metadata, and a timm model's last feature map can be wider or narrower
         # than num_features (conv heads): measure it once on a blank image.
+        return int(self._on_blank(self.pooled, size).shape[1])
+
+    def _on_blank(self, fn, size: int) -> torch.Tensor:
+        """``fn`` of a blank (1, 3, size, size) image in eval mode without gradients (the mode is restored)."""
         with torch.no_grad():
             was_training = self.model.training
             self.model.eval()
-            width = int(self.pooled(torch.zeros(1, 3, size, size)).shape[1])
+            out = fn(torch.zeros(1, 3, size, size))
             self.model.train(was_training)
-        return width
+        return out
+
+    def _has_levels(self) -> bool:
+        """True for timm models, whose ``feature_info`` and ``forward_intermediates`` give every level."""
+        return hasattr(self.model, "feature_info") and hasattr(self.model, "forward_intermediates")
+
+    def _map_channels(self, name: str, source: str, size: int) -> tuple[int, ...]:
+        """Channels of the kept levels: timm's ``feature_info``, else the last map's (one level only)."""
+        available = len(self.model.feature_info) if self._has_levels() else 1
+        if self.map_size < 1:
+            raise ConfigError(f"map size {self.map_size} for backbone {name!r}; set model.map_size between 4 and 128")
+        if not 1 <= self.map_levels <= available:
+            kinds = "" if self._has_levels() else " (only timm models give more than their last map)"
+            raise ConfigError(f"backbone {name!r} offers {available} feature level(s){kinds}, got "
+                              f"{self.map_levels}; set model.map_levels to at most {available}")
+        if self._has_levels():
+            return tuple(int(level["num_chs"]) for level in self.model.feature_info[-self.map_levels:])
+        if source == "mtl":
+            return (int(self.model.num_features),)
+        return (int(self._on_blank(self._spatial_map, size).shape[1]),)  # torchvision: no width metadata
 
     def _load_weights(self, name: str, source: str, weights: str | Path, allow_download: bool,
                       on_missing: str, seed: int) -> tuple[str, str]:
@@ -194,12 +233,30 @@ class Backbone(nn.Module):
             and not hasattr(self.model, "forward_features")
         if self.pooling == "avg" and not own_pooling:
             return self.model(x).flatten(1)  # (B, F)
+        if self.pooling == "map":
+            maps = [_to_grid(level, self.map_size) for level in self.level_maps(x)]  # each (B, C_l, S, S)
+            return torch.cat(maps, dim=1).flatten(1)  # (B, C * S * S), channel-major
+        x = self._spatial_map(x)
+        return F.adaptive_avg_pool2d(x, self.grid if self.pooling == "grid" else 1).flatten(1)  # (B, C * g * g)
+
+    def level_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The deepest ``map_levels`` feature maps of a prepared batch, shallowest first, each (B, C_l, h_l, w_l).
+
+        timm models give their stage outputs (``forward_intermediates``; EfficientNet's strides 8, 16 and 32 for
+        three levels); the other backbones give their last feature map only.
+        """
+        if self._has_levels():
+            return list(self.model.forward_intermediates(x, indices=self.map_levels, intermediates_only=True))
+        return [self._spatial_map(x)]
+
+    def _spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (B, C, h, w) of a prepared batch, channels first."""
         x = self._feature_map(x)
         if x.ndim == 4 and getattr(self.model, "output_fmt", "NCHW") == "NHWC":
             x = x.permute(0, 3, 1, 2)
         if x.ndim != 4:
             raise MTLError(f"backbone {self.model.__class__.__name__} has no spatial feature map; use pooling 'avg'")
-        return F.adaptive_avg_pool2d(x, self.grid if self.pooling == "grid" else 1).flatten(1)  # (B, C * g * g)
+        return x
 
     def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map: timm's forward_features, or a torchvision model's ``features`` block."""
@@ -207,7 +264,7 @@ class Backbone(nn.Module):
             return self.model.forward_features(x)  # (B, C, h, w), or (B, h, w, C) for channels-last models
         if not hasattr(self.model, "features"):
             raise MTLError(f"torchvision model {type(self.model).__name__} exposes no feature map; use pooling "
-                           f"'avg' or a timm model for pooling 'grid'")
+                           f"'avg' or a timm model for pooling 'grid' or 'map'")
         x = self.model.features(x)
         return F.relu(x) if type(self.model).__name__ == "DenseNet" else x  # torchvision's DenseNet applies it
 
@@ -227,8 +284,9 @@ class BackboneFusion(nn.Module):
     """
 
     def __init__(self, names: list[str], *, weights: str | dict[str, str] = "pretrained", pooling: str = "avg",
-                 grid: int = 2, image_size: int | None = None, frozen: bool = True, allow_download: bool = False,
-                 on_missing_weights: str = "random", seed: int = 0) -> None:
+                 grid: int = 2, map_size: int = 32, map_levels: int = 3, image_size: int | None = None,
+                 frozen: bool = True, allow_download: bool = False, on_missing_weights: str = "random",
+                 seed: int = 0) -> None:
         super().__init__()
         if not names:
             raise MTLError("at least one backbone name is needed")
@@ -241,11 +299,11 @@ class BackboneFusion(nn.Module):
                                f"({', '.join(names)}); " + suggest(unknown[0], names, "backbone"))
         self.backbones = nn.ModuleList(
             Backbone(n, weights=weights.get(n, "pretrained") if isinstance(weights, dict) else weights,
-                     pooling=pooling, grid=grid, image_size=image_size, allow_download=allow_download,
-                     on_missing_weights=on_missing_weights, seed=seed + i)
+                     pooling=pooling, grid=grid, map_size=map_size, map_levels=map_levels, image_size=image_size,
+                     allow_download=allow_download, on_missing_weights=on_missing_weights, seed=seed + i)
             for i, n in enumerate(names))
         self.frozen = frozen
-        self.pooling, self.grid = pooling, grid
+        self.pooling, self.grid, self.map_size, self.map_levels = pooling, grid, map_size, map_levels
         if frozen:
             self.requires_grad_(False)
             self.eval()
@@ -261,13 +319,26 @@ class BackboneFusion(nn.Module):
         return sum(i.num_features for i in self.infos)
 
     @property
+    def map_shape(self) -> tuple[int, int, int] | None:
+        """(C, S, S) of the fused maps with pooling ``map`` (C summed over backbones and levels), else None:
+        ``features.view(B, *map_shape)`` recovers the maps from the flat features."""
+        if self.pooling != "map":
+            return None
+        return sum(sum(i.map_channels or ()) for i in self.infos), self.map_size, self.map_size
+
+    @property
+    def feature_dtype(self) -> torch.dtype:
+        """dtype of extracted and cached features: float16 for maps (half the memory), float32 otherwise."""
+        return torch.float16 if self.pooling == "map" else torch.float32
+
+    @property
     def uses_random_weights(self) -> bool:
         """True when any backbone runs on random initialisation."""
         return any(i.weights == "random" for i in self.infos)
 
     def describe(self) -> list[dict]:
-        """JSON-able description of the backbones."""
-        return [asdict(i) for i in self.infos]
+        """JSON-able description of the backbones (``map_channels`` only with pooling ``map``)."""
+        return [{k: v for k, v in asdict(i).items() if v is not None} for i in self.infos]
 
     def checksum(self) -> str:
         """SHA-256 of every backbone tensor (``mtl predict`` checks that it rebuilt the very same backbones)."""
@@ -286,8 +357,9 @@ class BackboneFusion(nn.Module):
         return super().train(mode and not self.frozen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths). Backbones with the same input
-        size and normalisation (most ImageNet models) share one preprocessed batch."""
+        """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths); with pooling ``map`` (B, C * S * S),
+        channel-major. Backbones with the same input size and normalisation (most ImageNet models) share one
+        preprocessed batch."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             prepared: dict[tuple, torch.Tensor] = {}
             features = []

@@ -35,8 +35,12 @@ class ModelConfig(Strict):
     weights: str | dict[str, str] = Field("pretrained", description="'pretrained', 'random', or name -> file")
     on_missing_weights: Literal["random", "error"] = "random"
     allow_download: bool = Field(False, description="let timm/torchvision download pretrained weights")
-    pooling: Literal["avg", "grid"] = "avg"
+    pooling: Literal["avg", "grid", "map"] = "avg"
     grid: int = Field(2, ge=1, le=16, description="grid x grid average pooling when pooling is 'grid'")
+    map_size: int = Field(32, ge=4, le=128, description="side of the common grid every kept feature map is brought "
+                                                        "to when pooling is 'map'")
+    map_levels: int = Field(3, ge=1, description="how many of each backbone's deepest feature levels pooling 'map' "
+                                                 "keeps (1 for torchvision and engine backbones)")
     frozen: bool = Field(True, description="frozen backbones: features are extracted once and cached")
     standardize_features: bool = Field(True, description="z-score each fused feature with training statistics")
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
@@ -46,8 +50,10 @@ class FallbackConfig(Strict):
     """Model settings used instead when pretrained weights were asked for but cannot be had."""
 
     backbones: list[str] | None = None
-    pooling: Literal["avg", "grid"] | None = None
+    pooling: Literal["avg", "grid", "map"] | None = None
     grid: int | None = Field(None, ge=1, le=16)
+    map_size: int | None = Field(None, ge=4, le=128)
+    map_levels: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=16)
     trunk: TrunkConfig | None = None
     reason: str = ""

@@ -4,6 +4,9 @@ The cache key of an entry covers the image bytes (SHA-256 of each file), the pre
 their pooling and weights' identity, and the library versions, so any change misses the cache and nothing stale
 is reused. Entries are grouped into 16 bucket files by image digest; a lookup is per image, so adding or changing
 one image extracts only that image. Each bucket file carries a checksum of its tensor, checked on read.
+
+Features are stored and returned in the fusion's ``feature_dtype``: float32, or float16 for feature maps
+(pooling ``map``), which are converted once per batch and clamped to float16's range (docs/memory.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,22 @@ def extractor_key(fusion: BackboneFusion | LazyFusion, image_size: int, reader_i
             "versions": library_versions()}
     if precision != "fp32":  # fp32 keys stay those of earlier versions
         spec["precision"] = precision
+    if fusion.pooling == "map":  # avg and grid keys stay those of earlier versions
+        spec["map"] = {"size": fusion.map_size, "levels": fusion.map_levels, "dtype": str(fusion.feature_dtype)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def to_storage(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A batch of features (B, F) as ``dtype`` on the CPU, converted once. float16 holds magnitudes up to 65504:
+    larger values (an untrained or diverged backbone; trained ones stay far below) are clamped, with a warning,
+    rather than stored as infinities."""
+    if dtype == torch.float16 and features.dtype != torch.float16:
+        limit = torch.finfo(torch.float16).max
+        peak = float(features.abs().amax()) if features.numel() else 0.0
+        if peak > limit:
+            log.warning("feature values up to %.3g exceed float16's range: clamped to +-%g", peak, limit)
+            features = features.clamp(-limit, limit)
+    return features.to("cpu", dtype)
 
 
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fusion -> (compile asked, its forward)
@@ -62,7 +80,8 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
                      progress: Callable | None = None, out: torch.Tensor | None = None,
                      rows: torch.Tensor | None = None, precision: str = "auto", channels_last: bool | str = "auto",
                      compile: bool = False, input_cache=None, digests: list[str] | None = None) -> torch.Tensor:
-    """Run the fused backbones over images. Returns (N, fusion.num_features) float32 on the CPU.
+    """Run the fused backbones over images. Returns (N, fusion.num_features) in ``fusion.feature_dtype`` (float32,
+    float16 for maps) on the CPU.
 
     Args:
         out, rows: write the features of ``paths[i]`` into ``out[rows[i]]`` (and return ``out``) instead of
@@ -84,7 +103,7 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
                                          batch_size=batch_size,
                                          num_workers=workers, pin_memory=device.type == "cuda")
     if out is None:
-        out = torch.empty(len(paths), fusion.num_features)
+        out = torch.empty(len(paths), fusion.num_features, dtype=fusion.feature_dtype)
     rows = torch.arange(len(paths)) if rows is None else torch.as_tensor(rows)
     bar = progress(total=len(paths), desc="extract", unit="img") if progress else None
     with torch.inference_mode():
@@ -95,7 +114,7 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
                         fused = forward(images.to(device, non_blocking=True))
                 except torch.cuda.OutOfMemoryError:
                     raise out_of_memory("extracting features", "data.batch_size", batch_size, device) from None
-                out[rows[index]] = fused.float().cpu()
+                out[rows[index]] = to_storage(fused, out.dtype)
                 if bar:
                     bar.update(len(index))
         except MTLError as exc:  # a worker's error arrives wrapped in its traceback text: keep the message
@@ -168,13 +187,15 @@ class FeatureCache:
         them; earlier files are never rewritten (a bucket gains one file per extraction chunk)."""
         digests = list(fresh)
         rows = [tensor_bytes(fresh[d]) for d in digests]
-        shape = torch.empty(len(rows), fresh[digests[0]].numel(), device="meta")  # the header needs no data
+        first = fresh[digests[0]]
+        shape = torch.empty(len(rows), first.numel(), dtype=first.dtype, device="meta")  # the header needs no data
         header = safetensors_header({"features": shape}, {"digests": json.dumps(digests), "checksum": _checksum(rows)})
         atomic_write(folder / f"{bucket}.{secrets.token_hex(6)}.safetensors", [header, *rows])
 
     def features(self, fusion: BackboneFusion | LazyFusion, paths: list[Path], reader: ImageReader, image_size: int, *,
                  reader_id: str | None = None, **extract_options) -> torch.Tensor:
-        """Features (N, F) for ``paths``, from the cache where possible; misses are extracted and stored.
+        """Features (N, F) in ``fusion.feature_dtype`` for ``paths``, from the cache where possible; misses are
+        extracted and stored.
 
         The matrix is allocated once and filled in place, bucket by bucket, so memory holds it once plus one
         bucket. Misses are extracted in chunks that double in size (``first_chunk`` images, then twice that, ...),
@@ -192,7 +213,7 @@ class FeatureCache:
         rows: dict[str, list[int]] = {}  # digest -> rows of the matrix (the same image may be listed twice)
         for row, digest in enumerate(digests):
             rows.setdefault(digest, []).append(row)
-        out = torch.empty(len(paths), fusion.num_features)
+        out = torch.empty(len(paths), fusion.num_features, dtype=fusion.feature_dtype)
         todo = set(rows)
         for bucket in sorted({d[0] for d in rows}):
             for path in sorted(folder.glob(f"{bucket}.*safetensors")):  # one file at a time: little memory
@@ -226,4 +247,4 @@ class FeatureCache:
         return out
 
 
-__all__ = ["FeatureCache", "extract_features", "extractor_key", "library_versions"]
+__all__ = ["FeatureCache", "extract_features", "extractor_key", "library_versions", "to_storage"]

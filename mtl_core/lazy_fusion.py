@@ -3,9 +3,10 @@
 A run whose features are all in the feature cache needs its backbones only for their description (part of the
 cache key and of the run's records) and for the checksum of their weights (``model.json``). Both are remembered
 (:mod:`mtl_core.memo`) the first time the fusion is built, keyed by everything that decides them: the names, each
-backbone's weights (random with its seed, or the file with its size and modification time), pooling, grid, image
-size and library versions. The next run gets a :class:`LazyFusion`, which builds the real
-:class:`~mtl_core.backbones.BackboneFusion` only when images must go through it (cache misses, a forward call).
+backbone's weights (random with its seed, or the file with its size and modification time), pooling, grid (map
+size and levels for pooling ``map``), image size and library versions. The next run gets a :class:`LazyFusion`,
+which builds the real :class:`~mtl_core.backbones.BackboneFusion` only when images must go through it (cache
+misses, a forward call).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def _weights_part(name: str, asked: str, seed: int, model: ModelConfig) -> tuple
     return [name, kind, str(file.resolve())], file
 
 
+def _map_settings(pooling: str, map_size: int, map_levels: int) -> dict[str, int]:
+    """The map settings with pooling ``map``, else nothing (records of avg and grid fusions keep their keys)."""
+    return {"map_size": map_size, "map_levels": map_levels} if pooling == "map" else {}
+
+
 def fusion_key(model: ModelConfig, image_size: int, seed: int) -> tuple[dict[str, Any], list[Path]] | None:
     """Everything that decides a frozen fusion's description and weights, and the weights files it reads; None
     when that cannot be known without building it."""
@@ -55,26 +61,31 @@ def fusion_key(model: ModelConfig, image_size: int, seed: int) -> tuple[dict[str
             return None
         parts.append(part[0])
         files += [part[1]] if part[1] is not None else []
-    return {"backbones": parts, "pooling": model.pooling, "grid": model.grid, "image_size": image_size}, files
+    key = {"backbones": parts, "pooling": model.pooling, "grid": model.grid, "image_size": image_size}
+    return key | _map_settings(model.pooling, model.map_size, model.map_levels), files
 
 
 class LazyFusion:
     """A frozen fusion from its remembered description; :meth:`built` builds (once) the real fusion.
 
-    It answers what a run asks of a frozen fusion (``infos``, ``num_features``, ``describe()``, ``checksum()``,
-    ``pooling``, ``grid``) without building anything, and runs images through the built fusion when called.
+    It answers what a run asks of a frozen fusion (``infos``, ``num_features``, ``map_shape``, ``feature_dtype``,
+    ``describe()``, ``checksum()``, ``pooling``, ``grid``, ``map_size``, ``map_levels``) without building anything,
+    and runs images through the built fusion when called.
     """
 
     frozen = True
 
     def __init__(self, card: dict[str, Any], build: Callable[[], BackboneFusion]) -> None:
-        self.infos = [BackboneInfo(**(info | {"mean": tuple(info["mean"]), "std": tuple(info["std"])}))
-                      for info in card["backbones"]]
+        self.infos = [BackboneInfo(**(info | {k: tuple(v) for k, v in info.items() if isinstance(v, list)}))
+                      for info in card["backbones"]]  # JSON lists back to tuples (mean, std, map_channels)
         self.pooling, self.grid, self._checksum = card["pooling"], card["grid"], card["checksum"]
+        self.map_size, self.map_levels = card.get("map_size"), card.get("map_levels")
         self._build, self._fusion = build, None
 
     # BackboneFusion's own definitions: they read nothing but ``infos``
     num_features = BackboneFusion.num_features
+    map_shape = BackboneFusion.map_shape
+    feature_dtype = BackboneFusion.feature_dtype
     uses_random_weights = BackboneFusion.uses_random_weights
     describe = BackboneFusion.describe
 
@@ -103,7 +114,8 @@ def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFus
 
     def build() -> BackboneFusion:
         return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
-                              image_size=image_size, frozen=model.frozen, allow_download=model.allow_download,
+                              map_size=model.map_size, map_levels=model.map_levels, image_size=image_size,
+                              frozen=model.frozen, allow_download=model.allow_download,
                               on_missing_weights=model.on_missing_weights, seed=seed)
 
     found = fusion_key(model, image_size, seed) if model.frozen else None
@@ -116,8 +128,9 @@ def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFus
         except (KeyError, TypeError, AttributeError):  # a record of another shape: build and remember again
             pass
     fusion = build()
-    remember("fusion", found[0], {"backbones": fusion.describe(), "pooling": fusion.pooling, "grid": fusion.grid,
-                                  "checksum": fusion.checksum()}, found[1])
+    record = {"backbones": fusion.describe(), "pooling": fusion.pooling, "grid": fusion.grid,
+              "checksum": fusion.checksum()} | _map_settings(fusion.pooling, fusion.map_size, fusion.map_levels)
+    remember("fusion", found[0], record, found[1])
     return fusion
 
 

@@ -61,7 +61,8 @@ def load_run(run_dir: Path) -> LoadedRun:
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{run_dir / 'model.json'} is not a valid task schema ({exc})") from None
     fusion = BackboneFusion(model_cfg.backbones, weights=model_cfg.weights, pooling=model_cfg.pooling,
-                            grid=model_cfg.grid, image_size=size, frozen=model_cfg.frozen,
+                            grid=model_cfg.grid, map_size=model_cfg.map_size, map_levels=model_cfg.map_levels,
+                            image_size=size, frozen=model_cfg.frozen,
                             allow_download=False, on_missing_weights="error", seed=seed)
     fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
     if fusion_state:

@@ -24,6 +24,7 @@ from .input_cache import InputCache
 from .lazy_fusion import LazyFusion, create_fusion
 from .losses import WEIGHTINGS, LossComposer
 from .memo import cache_dir
+from .memory import check_features_fit
 from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
 from .registry import suggest
@@ -117,6 +118,7 @@ def effective_model(config: RunConfig) -> tuple[ModelConfig, int, str | None]:
         return model, size, None
     missing = [n for n in model.backbones if not pretrained_available(n)]
     update: dict[str, Any] = {k: v for k, v in {"backbones": fb.backbones, "pooling": fb.pooling, "grid": fb.grid,
+                                                "map_size": fb.map_size, "map_levels": fb.map_levels,
                                                 "trunk": fb.trunk}.items() if v is not None}
     update["weights"] = "random"
     reason = (f"no pretrained weights for {', '.join(missing)}: using the fallback configuration "
@@ -138,6 +140,7 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion | LazyFusion, config: 
         log.info("feature cache: %s", cache_dir() / "features")
         cache = FeatureCache(cache_dir() / "features")
         device = pick_device(config.train.device)
+        check_features_fit(len(paths), fusion, device)  # feature maps can outgrow the memory: say so before
         feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
                                batch_size=extraction_batch(config.data.batch_size, device),
                                workers=loader_workers(config.data.workers, device), device=device,
