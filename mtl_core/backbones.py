@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import ConfigError, MTLError, WeightsError
 from .registry import suggest
+from .weight_packages import find_package_weights, load_package_weights
 from .weights import (
     file_digest,
     fit_state_dict,
@@ -123,8 +124,8 @@ class Backbone(nn.Module):
                 self.model = LOCAL_BACKBONES.get(name)()
             else:
                 self.model = _build_timm(name) if source == "timm" else _build_torchvision(name)
-        mean, std, size = self._preprocessing(source)
         kind, weights_id = self._load_weights(name, source, weights, allow_download, on_missing_weights, seed)
+        mean, std, size = self._preprocessing(source)  # after the weights: a weights package says its own mean/std
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         levels = self._map_channels(name, source, image_size or size) if pooling == "map" else None
@@ -133,10 +134,15 @@ class Backbone(nn.Module):
                                  levels)
 
     def _preprocessing(self, source: str) -> tuple[tuple, tuple, int]:
+        """Mean, std and input size: the pretrained config's (ImageNet's and 224 px for torchvision), with the mean
+        and std of a weights package when its weights were loaded (they may differ from the config's)."""
         if source in ("timm", "mtl"):
             cfg = self.model.pretrained_cfg
-            return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), cfg["input_size"][-1]
-        return IMAGENET_MEAN, IMAGENET_STD, 224
+            mean, std, size = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), cfg["input_size"][-1]
+        else:
+            mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 224
+        mean, std = self._weights_norm or (mean, std)
+        return tuple(mean), tuple(std), size
 
     def _width(self, source: str, size: int) -> int:
         if source in ("timm", "mtl") and self.pooling == "avg":
@@ -176,6 +182,7 @@ class Backbone(nn.Module):
 
     def _load_weights(self, name: str, source: str, weights: str | Path, allow_download: bool,
                       on_missing: str, seed: int) -> tuple[str, str]:
+        self._weights_norm: tuple[tuple, tuple] | None = None  # set by a weights package, read by _preprocessing
         if str(weights) == "random":
             return "random", f"random-seed-{seed}"
         if str(weights) != "pretrained":
@@ -183,6 +190,10 @@ class Backbone(nn.Module):
             fit_state_dict(self.model, read_state_dict(path), name, f"file {path}")
             return "file", f"sha256:{file_digest(path)}"
         found = local_weights_file(name) or pretrained_file(name, fresh=True)
+        packaged = find_package_weights(name) if found is not None else None
+        if packaged is not None and packaged.path == found:  # pretrained_file decides the order of the sources
+            self._weights_norm = packaged.package.mean, packaged.package.std
+            return "pretrained", load_package_weights(self.model, packaged)
         if found is not None:
             fit_state_dict(self.model, read_state_dict(found), name, f"file {found}")
             return "pretrained", f"sha256:{file_digest(found)}"

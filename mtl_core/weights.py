@@ -1,4 +1,5 @@
-"""Where backbone weights come from: a local file, an existing cache, the hub (only if allowed), or nowhere.
+"""Where backbone weights come from: a local file, an installed weights package, an existing cache, the hub (only if
+allowed), or nowhere.
 
 Nothing here downloads unless ``allow_download`` is true. A weights file is read with safetensors or with
 ``torch.load(..., weights_only=True)``, so loading one never runs code.
@@ -140,15 +141,24 @@ def _look_up(name: str) -> tuple[Path | None, list[Path]]:
 
 
 def pretrained_file(name: str, *, fresh: bool = False) -> Path | None:
-    """The file of ``name``'s pretrained ImageNet weights in the Hugging Face or torch hub cache, or None.
+    """The file of ``name``'s pretrained ImageNet weights in an installed weights package
+    (:mod:`mtl_core.weight_packages`), else in the Hugging Face or torch hub cache, or None.
 
-    The answer is remembered (:mod:`mtl_core.memo`) until one of the places looked at changes, so that asking
-    again imports neither timm nor torchvision; ``fresh`` looks again (building a backbone always does).
+    The hub caches' answer is remembered (:mod:`mtl_core.memo`) until one of the places looked at changes, so that
+    asking again imports neither timm nor torchvision; ``fresh`` looks again (building a backbone always does).
     """
     from .small_cnn import LOCAL_BACKBONES
+    from .weight_packages import find_package_weights
 
     if name in LOCAL_BACKBONES:
         return None  # the engine's own small CNNs have no pretrained weights but a local file
+    # A weights package comes before the hub caches: it is a declared dependency, so a name means the same weights
+    # on every machine with the same distributions, whatever other programs left in the caches (timm's own
+    # efficientnet_lite0 weights there would otherwise change the features). Its look-up imports nothing, so it
+    # needs no memo, and the memo's answers stay those of the caches alone.
+    packaged = find_package_weights(name)
+    if packaged is not None:
+        return packaged.path
     if not fresh:
         known = recall("weights", {"name": name})
         if known is not None:
@@ -160,5 +170,6 @@ def pretrained_file(name: str, *, fresh: bool = False) -> Path | None:
 
 
 def pretrained_available(name: str) -> bool:
-    """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR`` or a cache)."""
+    """True when pretrained weights for ``name`` are on this machine (``$MTL_WEIGHTS_DIR``, an installed weights
+    package or a hub cache)."""
     return local_weights_file(name) is not None or pretrained_file(name) is not None
