@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,21 @@ def register_reader(suffix: str, fn: Reader, *, overwrite: bool = False) -> None
 def supported_suffixes() -> tuple[str, ...]:
     """Return the lower-case suffixes :func:`read_image` can read, sorted."""
     return tuple(sorted(_READERS))
+
+
+def core_reader_id(suffixes: Iterable[str]) -> str | None:
+    """Identity of :func:`read_image` for a plugin's ``reader_id()`` when the core's own readers (Pillow, pydicom)
+    read every file suffix in ``suffixes``; None when a plugin-registered reader would read one, or none is given.
+
+    Plugins that read the same files this way then share feature-cache entries: the same pixels get the very same
+    stored features, not features recomputed in other batches, whose convolutions round differently.
+    """
+    keys = {_normalise_suffix(s) for s in suffixes}
+    if not keys or any(_READERS.get(k) not in (_read_pillow, _read_dicom) for k in keys):
+        return None
+    from . import __version__
+
+    return f"mtl_core.imaging.read_image:{__version__}"
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -19,6 +19,7 @@ import pandas as pd
 from ..config import validate_model
 from ..data import Records
 from ..errors import DataError
+from ..imaging import core_reader_id
 from ..plugins import Plugin
 from ..tasks import BinaryTask, ClassificationTask, RegressionTask, Task
 from .columns import Where, encode_task, stratum_values
@@ -59,6 +60,7 @@ class TablePlugin(Plugin):
     def __init__(self, options: TableOptions | None = None) -> None:
         super().__init__(options)
         self.stratify_key = self.options.stratify  # type: ignore[misc] - per instance: it comes from the options
+        self._suffixes: set[str] = set()  # of the image files read, for reader_id()
 
     def tasks(self) -> list[Task]:
         """One task per declaration, in the order of ``plugin_options.tasks``."""
@@ -91,10 +93,16 @@ class TablePlugin(Plugin):
         index = ImageIndex(data_dir / o.images)
         files = frame[o.file_column or o.id_column]
         paths = [index.resolve(files.iloc[row], where(row)) for row in range(len(frame))]
+        self._suffixes = {path.suffix for path in paths}
         targets = {name: encode_task(name, spec, frame, o.missing_values, where) for name, spec in o.tasks.items()}
         strata = {spec.key: stratum_values(spec, frame, o.missing_values, where) for spec in self._strata_specs()}
         groups = np.array([cell.strip() for cell in frame[o.group_column]], dtype=object) if o.group_column else None
         return Records(ids=ids, paths=paths, targets=targets, strata=strata, groups=groups)
+
+    def reader_id(self) -> str:
+        """The core reader's identity (images are read with :func:`mtl_core.imaging.read_image`): another plugin
+        reading the same files with it, as the JSRT plugin does, shares the cached features."""
+        return core_reader_id(self._suffixes) or super().reader_id()
 
     def _strata_specs(self) -> list[StratumSpec]:
         specs = list(self.options.strata)

@@ -169,6 +169,17 @@ def test_register_duplicate_raises_unless_overwrite(own_registry):
     register_reader(".png", lambda path: np.zeros((2, 2)), overwrite=True)
 
 
+def test_core_reader_id_only_when_the_core_reads_every_suffix(own_registry):
+    """Plugins that read the same files with the core reader share cached features; a plugin's own reader, or one
+    that replaced the core's for a suffix, keeps its own identity (None: the plugin's default)."""
+    core = imaging.core_reader_id([".PNG", "jpg", ".dcm"])
+    assert core is not None and core == imaging.core_reader_id({".png"})
+    register_reader(".raw", lambda path: np.zeros((2, 2)))
+    assert imaging.core_reader_id([".png", ".raw"]) is None and imaging.core_reader_id([]) is None
+    register_reader(".png", lambda path: np.zeros((2, 2)), overwrite=True)
+    assert imaging.core_reader_id([".png"]) is None
+
+
 def test_bad_reader_output_is_a_plugin_error(tmp_path, own_registry):
     register_reader(".bad", lambda path: np.full((2, 2, 3), 7.0))
     (tmp_path / "x.bad").write_bytes(b"1")

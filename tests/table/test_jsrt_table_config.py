@@ -64,6 +64,7 @@ def test_the_table_config_reproduces_the_dedicated_plugin_records(jsrt_folder):
     for name, values in a.targets.items():
         np.testing.assert_array_equal(b.targets[name], values, err_msg=name)
     assert table.stratify_key == dedicated.stratify_key == "state"
+    assert table.reader_id() == dedicated.reader_id()  # one feature-cache entry: the second run reuses the first's
     assert sorted(b.strata) == sorted(a.strata) == ["size", "state", "subtlety"]  # the report's breakdowns
     for name, labels in a.strata.items():
         assert list(b.strata[name]) == list(labels), name

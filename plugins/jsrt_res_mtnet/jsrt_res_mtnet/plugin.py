@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mtl_core import BinaryTask, ClassificationTask, ConfigError, DataError, Plugin, Records, RegressionTask, Task
 from mtl_core.config import validate_model
+from mtl_core.imaging import core_reader_id
 
 from .layout import find_layout, list_images, resolve_image
 from .metadata import DIAGNOSIS_GROUPS, FRAME_SIZE, LOBES, STATES, read_metadata
@@ -75,6 +76,7 @@ class JSRTPlugin(Plugin):
         super().__init__(options)
         register_img_reader()
         self._raw_classes: dict[str, list[str]] = {}
+        self._suffixes: set[str] = set()  # of the image files read, for reader_id()
 
     def _classification(self, name: str, classes: list[str]) -> ClassificationTask:
         return ClassificationTask(name, classes=classes, label_smoothing=self.options.label_smoothing,
@@ -109,6 +111,7 @@ class JSRTPlugin(Plugin):
         layout = find_layout(data_dir)
         table = read_metadata(layout.metadata_csv)
         paths = [resolve_image(layout, sid) for sid in table["study_id"]]
+        self._suffixes = {path.suffix for path in paths}
         unlisted = len(set(list_images(layout)) - set(paths))
         if unlisted:
             log.warning("%d image(s) in %s are not listed in %s: ignored", unlisted, layout.image_dir,
@@ -120,6 +123,12 @@ class JSRTPlugin(Plugin):
             self._raw_classes["diagnosis"] = sorted(table.loc[nodule, "diagnosis"].dropna().unique())
         return Records(ids=list(table["study_id"]), paths=paths, targets=self._targets(table, nodule, layout),
                        strata=self._strata(table))
+
+    def reader_id(self) -> str:
+        """PNG, JPEG or DICOM copies are read by the core reader: its identity, so that the same images read by
+        the generic ``table`` plugin (examples/jsrt_table) share the cached features. ``.IMG`` files are read by
+        this plugin's reader, and the default identity (with this plugin's version) stays."""
+        return core_reader_id(self._suffixes) or super().reader_id()
 
     def _targets(self, table: pd.DataFrame, nodule: np.ndarray, layout) -> dict[str, np.ndarray]:
         src = layout.metadata_csv
