@@ -16,6 +16,8 @@ _EXPORTS = {
     "WeightsError": "errors", "RunError": "errors",
     "Registry": "registry",
     "Task": "tasks", "ClassificationTask": "tasks", "BinaryTask": "tasks", "RegressionTask": "tasks",
+    "ClassTask": "tasks", "TaskSchema": "tasks", "TASK_KINDS": "tasks", "register_task_kind": "tasks",
+    "task_from_schema": "tasks",
     "Backbone": "backbones", "BackboneFusion": "backbones",
     "ResidualSharedTrunk": "trunk", "MultiTaskModel": "model",
     "LossComposer": "losses", "LossOutput": "losses", "Weighting": "losses", "WEIGHTINGS": "losses",

@@ -110,12 +110,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(",".join(header))
     for row in rows:
         cells = [row["image"]]
-        for t in run.tasks:
-            p = row[t.name]
-            cells.append(f"{p['prediction']} ({p['probability']:.2f})" if "probability" in p
-                         else f"{p['prediction']} {p['unit']}".strip())
+        cells += [_prediction_cell(row[t.name]) for t in run.tasks]
         print(",".join(f'"{c}"' if "," in c else c for c in cells))
     return 0
+
+
+def _prediction_cell(p: dict) -> str:
+    """One task's prediction as a CSV cell: "class (0.93)", "12.5 mm", or "key=value ..." for other kinds."""
+    if "prediction" not in p:
+        return " ".join(f"{k}={v}" for k, v in p.items())
+    if "probability" in p:
+        return f"{p['prediction']} ({p['probability']:.2f})"
+    return f"{p['prediction']} {p.get('unit', '')}".strip()
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -15,12 +15,13 @@ import pandas as pd
 from .config import RunConfig, load_config
 from .errors import ConfigError, WeightsError
 from .outputs import atomic_write, write_csv
+from .report import cell, metric_label, section_of, summary_metrics
 
 #: ablation name -> what it switches off
 ABLATIONS = {
     "none": "the configuration as it is",
     "no_residual": "no residual connections in the shared trunk",
-    "no_label_smoothing": "label smoothing 0 on every classification task",
+    "no_label_smoothing": "label smoothing 0 on every task that has it (classification)",
     "equal_weights": "every task's loss weighted 1",
 }
 
@@ -58,13 +59,13 @@ def parse_ablations(spec: str | None) -> list[str]:
     return names
 
 
-def ablation_overrides(name: str, config: RunConfig, task_kinds: dict[str, str]) -> list[str]:
-    """Dotted overrides that switch one ingredient off."""
+def ablation_overrides(name: str, config: RunConfig, smoothed: list[str]) -> list[str]:
+    """Dotted overrides that switch one ingredient off; ``smoothed``: the tasks that have label smoothing."""
     if name == "no_residual":
         return ["model.trunk.residual=false"] + (["fallback.trunk.residual=false"]
                                                  if config.fallback and config.fallback.trunk else [])
     if name == "no_label_smoothing":
-        return [f"tasks.{t}.label_smoothing=0" for t, kind in task_kinds.items() if kind == "classification"]
+        return [f"tasks.{t}.label_smoothing=0" for t in smoothed]
     if name == "equal_weights":
         return ["loss.strategy=equal"]
     return []
@@ -84,10 +85,18 @@ def check_backbones(sets: list[list[str]], allow_random: bool) -> None:
                            f"in $MTL_WEIGHTS_DIR, or pass --allow-random to compare randomly initialised backbones")
 
 
+def _columns(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """(metric, digits) per column of an entry: MSE and MAE scaled and in units for the regression section,
+    else its kind's summary metrics."""
+    if section_of(entry) == "regression":
+        return ("mse_scaled", 5), ("mae_scaled", 5), ("mae", 3)
+    return tuple((k, 3) for k in summary_metrics(entry))
+
+
 def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"backbones": "+".join(variant.backbones), "ablation": variant.ablation}
     for name, t in metrics["tasks"].items():
-        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if t["kind"] == "regression" else ("accuracy", "f1_macro")
+        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if section_of(t) == "regression" else summary_metrics(t)
         for key in keys:
             row[f"{name}_{key}"] = t["metrics"].get(key)
             low, high = t.get("metrics_ci95", {}).get(key, [None, None])
@@ -99,21 +108,17 @@ def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
-    """compare.md: one row per variant, a column group per task, ``mean ± std`` cells."""
-    from .report import cell
-
+    """compare.md: one row per variant, a column group per metrics entry, ``mean ± std`` cells."""
     tasks = results[0]["tasks"]
     header = ["backbones", "ablation"]
     for name, t in tasks.items():
-        header += ([f"{name} MSE [0,1]", f"{name} MAE [0,1]", f"{name} MAE ({t.get('unit', '')})"]
-                   if t["kind"] == "regression" else [f"{name} Acc", f"{name} F1"])
+        header += [f"{name} {metric_label(k)}" + (f" ({t.get('unit', '')})" if k == "mae" else "")
+                   for k, _ in _columns(t)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, metrics in zip(rows, results, strict=True):
         cells = [row["backbones"], row["ablation"]]
         for t in metrics["tasks"].values():
-            keys = (("mse_scaled", 5), ("mae_scaled", 5), ("mae", 3)) if t["kind"] == "regression" else \
-                (("accuracy", 3), ("f1_macro", 3))
-            cells += [cell(t, k, d) for k, d in keys]
+            cells += [cell(t, k, d) for k, d in _columns(t)]
         lines.append("| " + " | ".join(cells) + " |")
     return "# Comparison\n\n" + "\n".join(lines) + "\n"
 
@@ -129,7 +134,8 @@ def compare(target: Path, backbones: str, *, ablations: str | None = None, data:
     sets, names = parse_backbones(backbones), parse_ablations(ablations)
     base = load_config(target, overrides or [])
     check_backbones(sets, allow_random)
-    kinds = {t.name: t.kind for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)}
+    smoothed = [t.name for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)
+                if hasattr(t, "label_smoothing")]
     rows, results = [], []
     for backbone_set in sets:
         for ablation in names:
@@ -138,7 +144,7 @@ def compare(target: Path, backbones: str, *, ablations: str | None = None, data:
             start = time.perf_counter()
             config = load_config(target, (overrides or []) + [f"model.backbones=[{','.join(backbone_set)}]",
                                                               "fallback=null"]
-                                 + ablation_overrides(ablation, base, kinds))
+                                 + ablation_overrides(ablation, base, smoothed))
             result = execute(config, data=data, output=Path(output) / variant.slug, say=say, progress=progress)
             rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
             results.append(result.metrics)

@@ -30,10 +30,9 @@ from .config import validate_model
 from .data import ImageDataset, Records, TensorData, load_image_tensor
 from .errors import MTLError
 from .plugins import Plugin, _load_class
-from .tasks import BinaryTask, ClassificationTask, RegressionTask, Task
+from .tasks import TASK_KINDS, Task, format_target, kind_class
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
-_TARGET_DTYPES = {ClassificationTask: torch.int64, BinaryTask: torch.float32, RegressionTask: torch.float32}
 BATCH_KEYS = ("image", "targets", "mask", "id")
 
 
@@ -129,9 +128,11 @@ def check_tasks(plugin: Plugin) -> tuple[CheckResult, list[Task]]:
         return CheckResult("tasks", (f"tasks() raised {_describe_exception(exc)}",)), []
     if not isinstance(tasks, list) or not tasks:
         return CheckResult("tasks", (f"tasks() returned {tasks!r}, expected a non-empty list of Task objects",)), []
-    problems = [f"tasks()[{i}] is {t!r}, expected a mtl_core Task (ClassificationTask, BinaryTask, RegressionTask)"
+    kinds = ", ".join(TASK_KINDS.names())
+    problems = [f"tasks()[{i}] is {t!r}, expected a mtl_core Task of a registered kind ({kinds})"
                 for i, t in enumerate(tasks) if not isinstance(t, Task)]
     tasks = [t for t in tasks if isinstance(t, Task)]
+    problems += [_kind_problem(t, kinds) for t in tasks if kind_class(t.kind) is not type(t)]
     names = [t.name for t in tasks]
     problems += [f"task name {n!r} is not snake_case, expected ^[a-z][a-z0-9_]*$" for n in names if not _SNAKE.match(n)]
     problems += [f"task name {n!r} appears {names.count(n)} times, expected unique names (one head each)"
@@ -142,6 +143,13 @@ def check_tasks(plugin: Plugin) -> tuple[CheckResult, list[Task]]:
     summary = ", ".join(f"{t.name} ({t.kind}" + (f", {len(t.classes)} classes)" if hasattr(t, "classes") else ")")
                         for t in tasks)
     return CheckResult("tasks", tuple(problems), summary), tasks
+
+
+def _kind_problem(task: Task, kinds: str) -> str:
+    owner = kind_class(task.kind)
+    what = f"is not registered ({kinds})" if owner is None else f"is registered as {owner.__name__}"
+    return (f"task {task.name!r} is a {type(task).__name__} whose kind {task.kind!r} {what}, expected a class "
+            f"registered under its own kind with @register_task_kind: mtl predict rebuilds tasks by kind")
 
 
 @dataclass
@@ -191,15 +199,16 @@ def _sample(n: int, samples: int) -> np.ndarray:
 
 def _shape_problems(records: Records, tasks: list[Task], stratify_key: str | None) -> list[str]:
     n, problems = len(records.ids), []
-    arrays = [(f"targets[{t.name!r}]", records.targets.get(t.name)) for t in tasks]
-    arrays += [(f"strata[{k!r}]", v) for k, v in records.strata.items()]
-    arrays += [(f"masks[{k!r}]", v) for k, v in records.masks.items()]
-    arrays += [("groups", records.groups)] if records.groups is not None else []
-    for what, values in arrays:
+    arrays = [(f"targets[{t.name!r}]", records.targets.get(t.name), t.target_width) for t in tasks]
+    arrays += [(f"strata[{k!r}]", v, 1) for k, v in records.strata.items()]
+    arrays += [(f"masks[{k!r}]", v, 1) for k, v in records.masks.items()]
+    arrays += [("groups", records.groups, 1)] if records.groups is not None else []
+    for what, values, width in arrays:
+        shape, per_case = ((n,), "one value") if width == 1 else ((n, width), f"a row of {width} values")
         if values is None:
-            problems.append(f"Records.{what} is absent, expected a float array (N,) = ({n},) with NaN where missing")
-        elif np.shape(values) != (n,):
-            problems.append(f"Records.{what} has shape {np.shape(values)}, expected ({n},): one value per case")
+            problems.append(f"Records.{what} is absent, expected a float array {shape} with NaN where missing")
+        elif np.shape(values) != shape:
+            problems.append(f"Records.{what} has shape {np.shape(values)}, expected {shape}: {per_case} per case")
     names = {t.name for t in tasks}
     problems += [f"Records.masks has key {k!r}, expected only task names ({', '.join(sorted(names))})"
                  for k in records.masks if k not in names]
@@ -236,29 +245,33 @@ def check_records(ctx: _Context, samples: int) -> CheckResult:
 
 
 def _label_problems(task: Task, ids: list[str], values: np.ndarray, mask: np.ndarray | None) -> list[str]:
-    labelled = ~np.isnan(values) if mask is None else np.asarray(mask, bool)
+    present = task.labelled(values)
+    labelled = present if mask is None else np.asarray(mask, bool)
     problems = []
-    if mask is not None and (labelled & np.isnan(values)).any():
-        case = ids[int(np.flatnonzero(labelled & np.isnan(values))[0])]
+    if mask is not None and (labelled & ~present).any():
+        case = ids[int(np.flatnonzero(labelled & ~present)[0])]
         problems.append(f"task {task.name!r}: case {case!r} is NaN but its mask says labelled, expected a value or "
                         f"mask False")
-    if isinstance(task, ClassificationTask):
-        k = len(task.classes)
-        bad = labelled & ~np.isnan(values) & ((values < 0) | (values >= k) | (values != np.round(values)))
-        expected = f"an integer class index in 0..{k - 1} ({', '.join(task.classes)})"
-    elif isinstance(task, BinaryTask):
-        bad = labelled & ~np.isnan(values) & (values != 0) & (values != 1)
-        expected = "0 or 1"
-    else:
-        bad = labelled & ~np.isfinite(values) & ~np.isnan(values)
-        expected = "a finite number (NaN only where the label is missing)"
+    invalid, expected = task.invalid_targets(values)
+    bad = labelled & present & invalid
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        problems.append(f"task {task.name!r}: case {ids[i]!r} has target {values[i]:g} ({int(bad.sum())} such "
-                        f"case(s)), expected {expected}")
+        problems.append(f"task {task.name!r}: case {ids[i]!r} has target {format_target(values[i])} "
+                        f"({int(bad.sum())} such case(s)), expected {expected}")
     if not labelled.any():
         problems.append(f"task {task.name!r} has no labelled case, expected at least one (it would never train)")
     return problems
+
+
+def _targets(records: Records, task: Task) -> np.ndarray | None:
+    """The task's targets as float64 (N,) or (N, k) if they have that shape, else None (the records check's case)."""
+    n, width = len(records.ids), task.target_width
+    try:
+        values = np.asarray(records.targets[task.name], np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    values = values.reshape(-1) if width == 1 else values
+    return values if values.shape == ((n,) if width == 1 else (n, width)) else None
 
 
 def check_labels(ctx: _Context) -> CheckResult:
@@ -267,20 +280,16 @@ def check_labels(ctx: _Context) -> CheckResult:
     assert records is not None
     problems: list[str] = []
     for task in {t.name: t for t in ctx.tasks}.values():  # a repeated name is the tasks check's problem
-        try:
-            values = np.asarray(records.targets[task.name], np.float64).reshape(-1)
-        except (KeyError, TypeError, ValueError):
-            continue  # reported by the records check
+        values = _targets(records, task)
         mask = records.masks.get(task.name)
-        if len(values) == len(records.ids) and (mask is None or np.shape(mask) == values.shape):
+        if values is not None and (mask is None or np.shape(mask) == values.shape[:1]):  # else: records check
             problems += _label_problems(task, records.ids, values, mask)
     if not problems:
         try:
             _validated(records, ctx.tasks)
         except MTLError as exc:
             problems.append(f"Records.validate() failed: {exc}")
-    labelled = {t.name: int((~np.isnan(np.asarray(records.targets.get(t.name, []), np.float64))).sum())
-                for t in ctx.tasks}
+    labelled = {t.name: 0 if (v := _targets(records, t)) is None else int(t.labelled(v).sum()) for t in ctx.tasks}
     return CheckResult("labels", tuple(problems), "labelled cases: " + ", ".join(f"{k} {v}"
                                                                                 for k, v in labelled.items()))
 
@@ -336,9 +345,11 @@ def _batch_problems(batch: dict, ctx: _Context, ids: list[str]) -> list[str]:
         problems.append(f"batch image {_spec(batch.get('image'))}, expected (({b}, 1, {s}, {s}), torch.float32)")
     for task in ctx.tasks:
         target, mask = batch["targets"].get(task.name), batch["mask"].get(task.name)
-        want = ((b,), _TARGET_DTYPES.get(type(task), getattr(target, "dtype", None)))
-        if _spec(target) != want:
-            problems.append(f"task {task.name!r}: batch target {_spec(target)}, expected {want}")
+        want = ((b,), task.target_dtype)  # of several columns, an encoding's own: only the cases are fixed
+        got = _spec(target) if task.target_width == 1 or target is None else (tuple(target.shape[:1]), target.dtype)
+        if got != want:
+            problems.append(f"task {task.name!r}: batch target {_spec(target)}, expected {want}"
+                            f"{'' if task.target_width == 1 else ' in its first dimension'}")
         if _spec(mask) != ((b,), torch.bool):
             problems.append(f"task {task.name!r}: batch mask {_spec(mask)}, expected (({b},), torch.bool)")
     if batch.get("id") != ids:

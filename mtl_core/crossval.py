@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import Records
 from .run import Fitted
-from .tasks import BinaryTask, ClassificationTask, Task
+from .tasks import Task, kind_class
 
 #: metrics entering Delta_m, with their direction (True: higher is better)
 DELTA_METRICS = {"accuracy": True, "f1_macro": True, "mse": False, "mae": False}
@@ -31,22 +31,20 @@ class FoldResult:
     single_task: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _names(task: Task, values: np.ndarray) -> list[Any]:
-    if isinstance(task, ClassificationTask | BinaryTask):
-        return ["" if np.isnan(v) else task.classes[int(v)] for v in values]
-    return [None if np.isnan(v) else float(v) for v in values]
-
-
 def decoded_predictions(tasks: list[Task], records: Records, fitted: Fitted, repeat: int, fold: int) -> pd.DataFrame:
-    """One row per test case: truth and prediction (class name or value) and class probability per task."""
+    """One row per test case: each task's truth and prediction columns in its own terms (class names, values)
+    and its extra output columns (such as a class probability), from :meth:`~mtl_core.tasks.Task.table_columns`
+    and :meth:`~mtl_core.tasks.Task.output_columns`."""
     test = records.subset(fitted.split["test"])
     frame = pd.DataFrame({"id": test.ids, "repeat": repeat, "fold": fold})
     for task in tasks:
         out = fitted.outputs[task.name]
-        frame[f"{task.name}_true"] = _names(task, np.asarray(test.targets[task.name], np.float64))
-        frame[f"{task.name}_pred"] = _names(task, task.decode(out)) if len(out) else []
-        if isinstance(task, ClassificationTask | BinaryTask):
-            frame[f"{task.name}_prob"] = np.round(task.probabilities(out).max(axis=1), 4) if len(out) else []
+        truth = np.asarray(test.targets[task.name], np.float64)
+        columns = task.table_columns(truth, "true")
+        columns |= task.table_columns(task.decode(out) if len(out) else truth, "pred")
+        columns |= task.output_columns(out) if len(out) else {}
+        for name, values in columns.items():
+            frame[name] = values
     return frame
 
 
@@ -98,38 +96,60 @@ def summarise(values: list[float]) -> tuple[float, float, list[float]]:
 
 
 def aggregate(tasks: list[Task], results: list[FoldResult]) -> dict[str, Any]:
-    """Per task: mean metrics over folds (``metrics``), ``metrics_std``, ``metrics_ci95``, per-fold values and
-    the mean trivial baseline; ``n`` counts held-out labels of the first repeat (each case once)."""
-    out = {}
-    for task in tasks:
-        per_fold = [r.metrics[task.name] for r in results]
-        entry: dict[str, Any] = {"kind": task.kind, "unit": task.unit,
-                                 "n": sum(m["n"] for r, m in zip(results, per_fold, strict=True) if r.repeat == 0)}
-        for key in ("metrics", "baseline"):
-            names = per_fold[0][key].keys()
-            stats = {k: summarise([m[key][k] for m in per_fold]) for k in names}
-            entry[key] = {k: s[0] for k, s in stats.items()}
-            if key == "metrics":
-                entry["metrics_std"] = {k: s[1] for k, s in stats.items()}
-                entry["metrics_ci95"] = {k: s[2] for k, s in stats.items()}
-                entry["folds"] = {k: [m[key][k] for m in per_fold] for k in names}
-        if results and results[0].single_task:
-            entry["single_task"] = {k: summarise([r.single_task[task.name][k] for r in results])[0]
-                                    for k in results[0].single_task[task.name]}
-        out[task.name] = entry
-    return out
+    """Per metrics entry (each task, then its components): mean metrics over folds (``metrics``),
+    ``metrics_std``, ``metrics_ci95``, per-fold values and the mean trivial baseline; ``n`` counts held-out labels
+    of the first repeat (each case once). ``kind``, ``unit`` and ``part_of`` come from the entries."""
+    found = list(dict.fromkeys(name for r in results for name in r.metrics))
+    owner = {name: r.metrics[name].get("part_of", name) for r in results for name in r.metrics}
+    order = [name for task in tasks for name in found if owner[name] == task.name]
+    return {name: _aggregate_entry(name, results) for name in order + [n for n in found if n not in order]}
+
+
+def _aggregate_entry(name: str, results: list[FoldResult]) -> dict[str, Any]:
+    folds = [r for r in results if name in r.metrics]
+    per_fold = [r.metrics[name] for r in folds]
+    first = per_fold[0]
+    entry: dict[str, Any] = {"kind": first["kind"], "unit": first.get("unit", "")}
+    entry |= {"part_of": first["part_of"]} if "part_of" in first else {}
+    entry["n"] = sum(m["n"] for r, m in zip(folds, per_fold, strict=True) if r.repeat == 0)
+    for key in ("metrics", "baseline"):
+        names = per_fold[0][key].keys()
+        stats = {k: summarise([m[key][k] for m in per_fold]) for k in names}
+        entry[key] = {k: s[0] for k, s in stats.items()}
+        if key == "metrics":
+            entry["metrics_std"] = {k: s[1] for k, s in stats.items()}
+            entry["metrics_ci95"] = {k: s[2] for k, s in stats.items()}
+            entry["folds"] = {k: [m[key][k] for m in per_fold] for k in names}
+    if folds and name in folds[0].single_task:
+        entry["single_task"] = {k: summarise([r.single_task[name][k] for r in folds])[0]
+                                for k in folds[0].single_task[name]}
+    return entry
+
+
+def _delta_metrics(entry: dict[str, Any]) -> dict[str, bool]:
+    """The metrics of ``entry`` entering Delta_m with their direction: those of :data:`DELTA_METRICS` it has, else
+    its kind's summary metrics."""
+    known = {k: v for k, v in DELTA_METRICS.items() if k in entry["metrics"]}
+    cls = kind_class(entry["kind"])
+    if known or cls is None:
+        return known
+    return {k: cls.higher_is_better[k] for k in cls.summary_metrics}
 
 
 def delta_m(task_metrics: dict[str, Any]) -> float | None:
     """Multi-task gain (Maninis et al. 2019; Vandenhende et al. 2021), in percent: the mean over tasks of the
-    mean relative improvement of each metric over the single-task model, signed by the metric's direction."""
+    mean relative improvement of each metric over the single-task model, signed by the metric's direction.
+    A component entry (``part_of``) without a single-task value is left out; any other such entry makes it
+    undefined."""
     per_task = []
     for entry in task_metrics.values():
         single = entry.get("single_task")
         if not single:
+            if "part_of" in entry:
+                continue
             return None
         gains = []
-        for metric, higher in DELTA_METRICS.items():
+        for metric, higher in _delta_metrics(entry).items():
             mt, st = entry["metrics"].get(metric), single.get(metric)
             if mt is None or st is None or math.isnan(mt) or math.isnan(st) or st == 0:
                 continue
@@ -140,7 +160,8 @@ def delta_m(task_metrics: dict[str, Any]) -> float | None:
 
 
 def strata_breakdown(tasks: list[Task], records: Records, predictions: pd.DataFrame) -> dict[str, Any]:
-    """Every task's metrics per value of every stratum (first repeat's out-of-fold predictions), with counts."""
+    """Every task's (and component's) metrics per value of every stratum (first repeat's out-of-fold
+    predictions), with counts."""
     first = predictions[predictions["repeat"] == 0]
     index = {case_id: i for i, case_id in enumerate(records.ids)}
     rows = np.array([index[c] for c in first["id"]], dtype=int)
@@ -150,17 +171,17 @@ def strata_breakdown(tasks: list[Task], records: Records, predictions: pd.DataFr
         out[name] = {}
         for value in sorted(set(labels) - {""}):
             keep = labels == value
-            out[name][value] = {t.name: _stratum_scores(t, first[keep], records, rows[keep]) for t in tasks}
+            out[name][value] = {k: v for t in tasks
+                                for k, v in _stratum_scores(t, first[keep], records, rows[keep]).items()}
     return out
 
 
 def _stratum_scores(task: Task, frame: pd.DataFrame, records: Records, rows: np.ndarray) -> dict[str, Any]:
     truth = np.asarray(records.targets[task.name], np.float64)[rows]
-    labelled = ~np.isnan(truth)
-    if isinstance(task, ClassificationTask | BinaryTask):
-        lookup = {c: i for i, c in enumerate(task.classes)}
-        pred = np.array([lookup.get(p, -1) for p in frame[f"{task.name}_pred"]], dtype=np.float64)
-    else:
-        pred = frame[f"{task.name}_pred"].to_numpy(np.float64)
+    pred = task.from_table(frame, "pred")
+    labelled = task.labelled(truth)
     scores = task.score(truth[labelled], pred[labelled]) if labelled.any() else {}
-    return {"n": int(labelled.sum()), "metrics": scores}
+    out = {task.name: {"n": int(labelled.sum()), "metrics": scores}}
+    for name, entry in task.components(truth, pred).items():
+        out[name] = {"n": entry["n"], "metrics": entry["metrics"] if entry["n"] else {}}
+    return out

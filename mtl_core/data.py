@@ -28,11 +28,13 @@ class Records:
     Attributes:
         ids: unique case identifiers.
         paths: image file per case.
-        targets: task name -> float64 array (N,), ``NaN`` for a missing label; class targets are class indices.
+        targets: task name -> float64 array (N,), or (N, k) for a task with ``target_width`` k; ``NaN`` for a
+            missing label; class targets are class indices.
         strata: optional named groupings for breakdowns and stratified splits (name -> array of labels).
         groups: optional patient/group key per case, for group-aware splits.
-        masks: optional explicit label masks (task -> bool array, True = labelled). Where given, a NaN target
-            under a True mask is an error, and unlabelled targets are ignored whatever their value.
+        masks: optional explicit label masks (task -> bool array (N,), True = labelled, one flag per case whatever
+            the target's width). Where given, a target the task does not count as labelled (NaN) under a True mask
+            is an error, and unlabelled targets are ignored whatever their value.
     """
 
     ids: list[str]
@@ -62,22 +64,24 @@ class Records:
             if task.name not in self.targets:
                 raise DataError(f"the data set{where} has no targets for task {task.name!r}")
             values = np.asarray(self.targets[task.name], dtype=np.float64)
-            if values.shape != (n,):
-                raise DataError(f"task {task.name!r}{where}: targets have shape {values.shape}, expected ({n},)")
+            expected = (n,) if task.target_width == 1 else (n, task.target_width)
+            if values.shape != expected:
+                raise DataError(f"task {task.name!r}{where}: targets have shape {values.shape}, expected {expected}")
             if task.name in self.masks:
-                values = self._apply_mask(task.name, values, where)
+                values = self._apply_mask(task, values, where)
             task.validate(values, where)
             self.targets[task.name] = values
 
-    def _apply_mask(self, name: str, values: np.ndarray, where: str) -> np.ndarray:
-        mask = np.asarray(self.masks[name], dtype=bool)
-        if mask.shape != values.shape:
-            raise DataError(f"task {name!r}{where}: mask has shape {mask.shape}, targets {values.shape}")
-        bad = np.flatnonzero(mask & np.isnan(values))
+    def _apply_mask(self, task: Task, values: np.ndarray, where: str) -> np.ndarray:
+        mask = np.asarray(self.masks[task.name], dtype=bool)
+        if mask.shape != values.shape[:1]:
+            raise DataError(f"task {task.name!r}{where}: mask has shape {mask.shape}, targets {values.shape}; "
+                            f"expected one flag per case")
+        bad = np.flatnonzero(mask & ~task.labelled(values))
         if len(bad):
-            raise DataError(f"task {name!r}{where}: case {self.ids[bad[0]]!r} has a NaN target but is not marked "
-                            f"missing; fix the value or set its mask to False")
-        return np.where(mask, values, np.nan)
+            raise DataError(f"task {task.name!r}{where}: case {self.ids[bad[0]]!r} has a NaN target but is not "
+                            f"marked missing; fix the value or set its mask to False")
+        return np.where(mask.reshape(-1, *[1] * (values.ndim - 1)), values, np.nan)
 
     def subset(self, index: np.ndarray) -> Records:
         """The cases at ``index`` (an integer array), in that order."""

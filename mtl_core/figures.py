@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .outputs import atomic_write
+from .tasks import kind_class
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -151,15 +152,17 @@ def render_scatter(task: dict[str, Any], predictions: pd.DataFrame, note: str = 
     return fig
 
 
+#: figure name (a kind's ``Task.figure``, one of ``tasks.FIGURE_NAMES``) -> renderer of one task:
+#: ``render(task, predictions, note)``
+RENDERERS: dict[str, Callable[..., Figure]] = {"confusion": render_confusion, "scatter": render_scatter}
+
+
 def _loss_label(name: str, schema: dict[str, dict[str, Any]]) -> str:
     task = schema.get(name)
     if name == "total":
         return "weighted total loss"
-    if task is None:
-        return "loss"
-    if task["kind"] == "regression":
-        return f"{task.get('loss', 'loss').upper()} (normalised target)"
-    return "BCE" if task["kind"] == "binary" else "cross-entropy"
+    cls = None if task is None else kind_class(task["kind"])
+    return "loss" if task is None or cls is None else cls.loss_label(task)
 
 
 def _fold_note(histories: list[dict[str, Any]]) -> str:
@@ -236,12 +239,11 @@ def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
     """Every figure as (file stem, function drawing it), in report order."""
     cases, note = select_cases(predictions)
     plan: list[tuple[str, Callable[[], Figure]]] = []
-    for task in tasks:
-        if task["kind"] != "regression" and f"{task['name']}_true" in cases.columns:
-            plan.append((f"confusion_{_safe(task['name'])}", partial(render_confusion, task, cases, note)))
-    for task in tasks:
-        if task["kind"] == "regression" and f"{task['name']}_true" in cases.columns:
-            plan.append((f"scatter_{_safe(task['name'])}", partial(render_scatter, task, cases, note)))
+    for figure, render in RENDERERS.items():  # every confusion matrix, then every scatter
+        for task in tasks:
+            cls = kind_class(task["kind"])
+            if cls is not None and cls.figure == figure and f"{task['name']}_true" in cases.columns:
+                plan.append((f"{figure}_{_safe(task['name'])}", partial(render, task, cases, note)))
     if histories and histories[0].get("train"):
         plan.append(("learning_curves", partial(render_learning_curves, tasks, histories)))
     if histories and histories[0].get("weights"):
@@ -293,7 +295,8 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
 
     Args:
         run_dir: the run folder.
-        tasks: task schemas as in model.json's ``"tasks"`` (name, kind, unit, classes).
+        tasks: task schemas as in model.json's ``"tasks"`` (name, kind, unit, classes), and component entries
+            ({"name", "kind", "unit"}); each gets the figure its kind names (looked up in the task-kind registry).
         predictions: ``id``, ``<task>_true``, ``<task>_pred`` columns (and ``fold``/``repeat`` after CV).
         histories: one ``{"train", "val", "weights", "best_epoch"}`` dict per fold; the first is plotted.
 

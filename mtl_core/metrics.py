@@ -65,3 +65,12 @@ def regression_errors(y_true: np.ndarray, y_pred: np.ndarray, value_range: float
         out["mse_scaled"] = out["mse"] / value_range**2
         out["mae_scaled"] = out["mae"] / value_range
     return out
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``y_true`` (scikit-learn's ``balanced_accuracy_score``);
+    NaN when there are no cases. A majority-class predictor scores 1 / (number of classes)."""
+    if len(y_true) == 0:
+        return float("nan")
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean([np.mean(y_pred[y_true == label] == label) for label in np.unique(y_true)]))

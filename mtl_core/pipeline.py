@@ -164,16 +164,20 @@ def _write_run(out: Path, config: RunConfig, prep: Prepared, fusion: BackboneFus
     write_csv(out / "predictions.csv", predictions)
     report = markdown_report(summary, metrics)
     atomic_write(out / "report.md", report)
-    _write_figures(out, prep, predictions, histories, report)
+    _write_figures(out, prep, predictions, histories, report, metrics["tasks"])
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
-def _write_figures(out: Path, prep: Prepared, predictions: pd.DataFrame, histories: list, report: str) -> None:
-    """Figures and the self-contained HTML report (when the figure modules are available)."""
+def _write_figures(out: Path, prep: Prepared, predictions: pd.DataFrame, histories: list, report: str,
+                   entries: dict[str, Any]) -> None:
+    """Figures (of every task, and of every component entry by its own kind) and the self-contained HTML report
+    (when the figure modules are available)."""
     try:
         from .figures import write_figures
         from .report_html import write_html
     except ImportError:  # pragma: no cover - both ship with mtl_core
         return
-    figures = write_figures(out, [t.describe() for t in prep.tasks], predictions, histories)
+    components = [{"name": name, "kind": e["kind"], "unit": e.get("unit", "")} for name, e in entries.items()
+                  if "part_of" in e]
+    figures = write_figures(out, [t.describe() for t in prep.tasks] + components, predictions, histories)
     write_html(out, report, figures)

@@ -23,7 +23,7 @@ from .config import validate_model
 from .data import Records
 from .errors import MTLError, PluginError
 from .registry import suggest
-from .tasks import Task
+from .tasks import TASK_KINDS, Task
 
 GROUP = "mtl.plugins"
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -168,7 +168,7 @@ def _load_class(name: str) -> tuple[type, str]:
 
 
 def check_tasks(tasks: Any, origin: str) -> list[Task]:
-    """Tasks must be a non-empty list of :class:`Task` with unique snake_case names."""
+    """Tasks must be a non-empty list of :class:`Task` of registered kinds with unique snake_case names."""
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Task) for t in tasks):
         raise PluginError(f"plugin from {origin}: tasks() must return a non-empty list of Task objects, got "
                           f"{type(tasks).__name__}")
@@ -179,6 +179,10 @@ def check_tasks(tasks: Any, origin: str) -> list[Task]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise PluginError(f"plugin from {origin}: task names must be unique, {dupes} repeat")
+    unknown = [t for t in tasks if t.kind not in TASK_KINDS]
+    if unknown:  # a run would train it, but mtl predict could not rebuild it from model.json
+        raise PluginError(f"plugin from {origin}: task {unknown[0].name!r} has kind {unknown[0].kind!r}, which is not "
+                          f"registered; decorate its class with @mtl_core.register_task_kind")
     return tasks
 
 

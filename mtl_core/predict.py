@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .backbones import BackboneFusion
@@ -16,7 +15,7 @@ from .data import load_image_tensor
 from .errors import MTLError, RunError
 from .model import MultiTaskModel
 from .outputs import load_weights, read_json
-from .tasks import BinaryTask, ClassificationTask, Task, task_from_schema
+from .tasks import Task, task_from_schema
 from .trunk import ResidualSharedTrunk
 
 log = logging.getLogger(__name__)
@@ -54,6 +53,8 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise RunError(f"run folder {run_dir} does not exist; give the --output folder of a finished `mtl run`")
     schema = read_json(run_dir / "model.json")
     state = load_weights(run_dir / "model.safetensors")
+    plugin = schema.get("plugin", "") if isinstance(schema, dict) else ""
+    reader = _reader(str(plugin))  # first: importing the plugin registers its task kinds
     try:
         tasks = [task_from_schema(t) for t in schema["tasks"]]
         model_cfg = ModelConfig.model_validate(schema["model"])
@@ -79,21 +80,18 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise RunError(f"{run_dir / 'model.safetensors'} does not fit its model.json ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected tensors)")
     model.eval()
-    return LoadedRun(model, tasks, size, _reader(schema.get("plugin", "")))
+    return LoadedRun(model, tasks, size, reader)
 
 
 def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
-    """One task's prediction for one image in the task's own terms."""
-    if isinstance(task, ClassificationTask | BinaryTask):
-        probs = task.probabilities(output)[0]
-        best = int(np.argmax(probs))
-        return {"prediction": task.classes[best], "probability": round(float(probs[best]), 4)}
-    return {"prediction": round(float(task.decode(output)[0]), 3), "unit": task.unit}
+    """One task's prediction for one image in the task's own terms (:meth:`Task.describe_prediction`)."""
+    return task.describe_prediction(output)
 
 
 @torch.no_grad()
 def predict_images(run: LoadedRun, images: list[Path]) -> list[dict[str, Any]]:
-    """Predictions for each image: {"image": path, task: {"prediction": ..., "probability" | "unit": ...}}."""
+    """Predictions for each image: {"image": path, task: :meth:`Task.describe_prediction` output}; built-in kinds
+    give {"prediction": ..., "probability" | "unit": ...}."""
     rows = []
     for path in images:
         tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)

@@ -35,11 +35,11 @@ class Registry(Generic[T]):
         self._error = error
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers ``obj`` under ``name``; a duplicate name raises."""
+    def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name``; a duplicate name raises unless ``replace`` is set."""
 
         def decorate(obj: T) -> T:
-            if name in self._items:
+            if name in self._items and not replace:
                 raise self._error(f"{self.what} {name!r} is already registered")
             self._items[name] = obj
             return obj

@@ -1,8 +1,21 @@
-"""Run results as Markdown tables in the layout of the paper's Tables 1 (classification) and 2 (regression)."""
+"""Run results as Markdown tables in the layout of the paper's Tables 1 (classification) and 2 (regression).
+
+An entry of metrics.json is shown by its kind's declarations (:mod:`mtl_core.tasks`): its ``section`` picks the
+table (Table 1, Table 2, or a generic table of the kind's ``summary_metrics`` for a kind's own section), its
+``summary_metrics`` the console and strata cells, its ``beats_metrics`` the verdict against the baseline.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from .tasks import kind_class
+
+#: how a metric key is written in table headers (others are written as they are)
+METRIC_LABELS = {"accuracy": "Acc", "balanced_accuracy": "Bal. Acc", "f1_macro": "F1", "f1_weighted": "F1 (weighted)",
+                 "f1": "F1 (positive class)", "mse": "MSE", "mae": "MAE", "rmse": "RMSE", "mse_scaled": "MSE [0,1]",
+                 "mae_scaled": "MAE [0,1]"}
+_BUILT_IN_SECTIONS = ("classification", "regression")
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -15,6 +28,23 @@ def _f(value: Any, digits: int = 3) -> str:
             return f"{value:.2e}"
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def metric_label(key: str) -> str:
+    """Header text of a metric key ("Acc", "MAE"), the key itself when it has none."""
+    return METRIC_LABELS.get(key, key)
+
+
+def section_of(entry: dict[str, Any]) -> str:
+    """The report section of a metrics entry: its kind's ``section``, else the kind itself."""
+    cls = kind_class(entry["kind"])
+    return cls.section if cls is not None else entry["kind"]
+
+
+def summary_metrics(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The metrics shown for an entry: its kind's ``summary_metrics`` (first = primary), else its first metric."""
+    cls = kind_class(entry["kind"])
+    return cls.summary_metrics if cls is not None else tuple(entry["metrics"])[:1]
 
 
 def cell(task: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -30,18 +60,23 @@ def _single(task: dict[str, Any], key: str, digits: int = 3) -> str:
     return _f(task["single_task"].get(key), digits) if task.get("single_task") else "n/a"
 
 
+def _or_dash(task: dict[str, Any], key: str) -> str:
+    return cell(task, key) if key in task["metrics"] else "–"
+
+
 def classification_table(tasks: dict[str, Any]) -> list[str]:
-    """Table 1 layout: per task accuracy and F1, beside the single-task model and the trivial baseline."""
-    rows = ["| task | n | Acc | F1 (macro) | F1 (weighted) | single-task Acc | single-task F1 | baseline Acc | "
-            "baseline F1 (macro) |", "|---|---|---|---|---|---|---|---|---|"]
+    """Table 1 layout: per task accuracy, balanced accuracy and F1, beside the single-task model and the trivial
+    baseline. A binary task's F1 of the positive class has its own column."""
+    rows = ["| task | n | Acc | Bal. Acc | F1 (macro) | F1 (weighted) | F1 (positive class) | single-task Acc | "
+            "single-task F1 | baseline Acc | baseline Bal. Acc | baseline F1 (macro) |", "|---" * 12 + "|"]
     for name, t in tasks.items():
-        if t["kind"] == "regression":
+        if section_of(t) != "classification":
             continue
         b = t["baseline"]
-        weighted = "f1_weighted" if "f1_weighted" in t["metrics"] else "f1"
-        rows.append(f"| {name} | {t['n']} | {cell(t, 'accuracy')} | {cell(t, 'f1_macro')} | {cell(t, weighted)} | "
-                    f"{_single(t, 'accuracy')} | {_single(t, 'f1_macro')} | {_f(b['accuracy'])} | "
-                    f"{_f(b['f1_macro'])} |")
+        rows.append(f"| {name} | {t['n']} | {cell(t, 'accuracy')} | {_or_dash(t, 'balanced_accuracy')} | "
+                    f"{cell(t, 'f1_macro')} | {_or_dash(t, 'f1_weighted')} | {_or_dash(t, 'f1')} | "
+                    f"{_single(t, 'accuracy')} | {_single(t, 'f1_macro')} | {_f(b.get('accuracy'))} | "
+                    f"{_f(b.get('balanced_accuracy'))} | {_f(b.get('f1_macro'))} |")
     return rows if len(rows) > 2 else []
 
 
@@ -50,58 +85,90 @@ def regression_table(tasks: dict[str, Any]) -> list[str]:
     rows = ["| target | unit | n | MSE | MAE | RMSE | MSE [0,1] | MAE [0,1] | single-task MAE | baseline MSE | "
             "baseline MAE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in tasks.items():
-        if t["kind"] != "regression":
+        if section_of(t) != "regression":
             continue
         b = t["baseline"]
         rows.append(f"| {name} | {t.get('unit', '')} | {t['n']} | {cell(t, 'mse')} | {cell(t, 'mae')} | "
                     f"{cell(t, 'rmse')} | {cell(t, 'mse_scaled', 5)} | {cell(t, 'mae_scaled', 5)} | "
-                    f"{_single(t, 'mae')} | {_f(b['mse'])} | {_f(b['mae'])} |")
+                    f"{_single(t, 'mae')} | {_f(b.get('mse'))} | {_f(b.get('mae'))} |")
     return rows if len(rows) > 2 else []
 
 
-def beats_baseline(task: dict[str, Any]) -> bool | None:
-    """Higher macro-F1 for classification, lower MAE for regression; None when undefined."""
-    m, b = task["metrics"], task["baseline"]
-    if task["kind"] == "regression":
-        if m.get("mae") is None or b.get("mae") is None:
-            return None
-        return m["mae"] < b["mae"]
-    if m.get("f1_macro") is None or b.get("f1_macro") is None:
+def section_table(tasks: dict[str, Any], section: str) -> list[str]:
+    """A generic table for a kind's own section: n, then each summary metric of the model and of the baseline."""
+    entries = {name: t for name, t in tasks.items() if section_of(t) == section}
+    keys = list(dict.fromkeys(k for t in entries.values() for k in summary_metrics(t)))
+    header = ["task", "unit", "n"] + [x for k in keys for x in (metric_label(k), f"baseline {metric_label(k)}")]
+    rows = ["| " + " | ".join(header + ["beats baseline"]) + " |", "|---" * (len(header) + 1) + "|"]
+    verdicts = {True: "yes", False: "NO", None: "n/a"}
+    for name, t in entries.items():
+        cells = [name, t.get("unit", ""), str(t["n"])]
+        cells += [x for k in keys for x in (cell(t, k), _f(t["baseline"].get(k)))]
+        rows.append("| " + " | ".join(cells + [verdicts[beats_baseline(t)]]) + " |")
+    return rows if entries else []
+
+
+def _better(model: Any, baseline: Any, higher: bool) -> bool | None:
+    if not isinstance(model, int | float) or not isinstance(baseline, int | float) or model != model \
+            or baseline != baseline:  # None or NaN: undefined
         return None
-    return m["f1_macro"] > b["f1_macro"]
+    return model > baseline if higher else model < baseline
+
+
+def beats_baseline(task: dict[str, Any]) -> bool | None:
+    """Whether every one of the kind's ``beats_metrics`` beats the trivial baseline (classification: macro-F1
+    and balanced accuracy; regression: MAE); None when one is undefined or the kind is unknown."""
+    cls = kind_class(task["kind"])
+    if cls is None:
+        return None
+    m, b = task["metrics"], task["baseline"]
+    verdicts = [_better(m.get(k), b.get(k), cls.higher_is_better[k]) for k in cls.beats_metrics]
+    return None if None in verdicts else all(verdicts)
 
 
 def console_table(tasks: dict[str, Any]) -> str:
-    """A plain-text results table for the terminal."""
-    lines = [f"{'task':<12} {'kind':<14} {'n':>4}  {'metric':<9} {'model':>16} {'baseline':>10}  beats"]
+    """A plain-text results table for the terminal: a line per summary metric, the verdict on the first."""
+    shown = {name: summary_metrics(t) for name, t in tasks.items()}
+    width = max([9] + [len(k) for keys in shown.values() for k in keys])
+    lines = [f"{'task':<12} {'kind':<14} {'n':>4}  {'metric':<{width}} {'model':>16} {'baseline':>10}  beats"]
     for name, t in tasks.items():
-        metric = "mae" if t["kind"] == "regression" else "f1_macro"
-        verdict = {True: "yes", False: "NO", None: "n/a"}[beats_baseline(t)]
-        lines.append(f"{name:<12} {t['kind']:<14} {t['n']:>4}  {metric:<9} {cell(t, metric):>16} "
-                     f"{_f(t['baseline'].get(metric)):>10}  {verdict}")
-        if t["kind"] != "regression":
-            lines.append(f"{'':<12} {'':<14} {'':>4}  {'accuracy':<9} {cell(t, 'accuracy'):>16} "
-                         f"{_f(t['baseline'].get('accuracy')):>10}")
+        for i, metric in enumerate(shown[name]):
+            head = f"{name:<12} {t['kind']:<14} {t['n']:>4}" if i == 0 else f"{'':<12} {'':<14} {'':>4}"
+            verdict = "  " + {True: "yes", False: "NO", None: "n/a"}[beats_baseline(t)] if i == 0 else ""
+            lines.append(f"{head}  {metric:<{width}} {cell(t, metric):>16} {_f(t['baseline'].get(metric)):>10}"
+                         f"{verdict}".rstrip())
     return "\n".join(lines)
 
 
 def strata_tables(strata: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
-    """The paper's Tables 3/4 for every stratum: each task's main metric per stratum value, with its count."""
+    """The paper's Tables 3/4 for every stratum: each entry's summary metrics per stratum value, with its count."""
     out: list[str] = []
     for name, values in strata.items():
-        header = ["value"] + [f"{t} ({'MAE' if tasks[t]['kind'] == 'regression' else 'Acc / F1'})" for t in tasks]
+        header = ["value"] + [f"{t} ({' / '.join(metric_label(k) for k in summary_metrics(e))})"
+                              for t, e in tasks.items()]
         out += ["", f"### By {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for value, per_task in values.items():
             cells = [value]
-            for t, entry in per_task.items():
-                m, n = entry["metrics"], entry["n"]
-                if n == 0:
+            for t, entry in tasks.items():
+                found = per_task.get(t, {"n": 0})
+                if found["n"] == 0:
                     cells.append("–")
-                elif tasks[t]["kind"] == "regression":
-                    cells.append(f"{_f(m.get('mae'))} (n={n})")
-                else:
-                    cells.append(f"{_f(m.get('accuracy'))} / {_f(m.get('f1_macro'))} (n={n})")
+                    continue
+                shown = " / ".join(_f(found["metrics"].get(k)) for k in summary_metrics(entry))
+                cells.append(f"{shown} (n={found['n']})")
             out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _sections(tasks: dict[str, Any]) -> list[str]:
+    """Table 1, Table 2, then a generic table for every other section, in the order entries name them."""
+    out = ["", "## Classification (layout of the paper's Table 1)", ""] + (classification_table(tasks) or ["none"])
+    out += ["", "## Regression (layout of the paper's Table 2)", "",
+            "Errors in the target's units; `[0,1]` columns divide by the target's value range "
+            "(MSE by its square).", ""] + (regression_table(tasks) or ["none"])
+    others = dict.fromkeys(s for s in map(section_of, tasks.values()) if s not in _BUILT_IN_SECTIONS)
+    for section in others:
+        out += ["", f"## {section.replace('_', ' ').capitalize()}", ""] + section_table(tasks, section)
     return out
 
 
@@ -116,10 +183,7 @@ def markdown_report(summary: dict[str, Any], metrics: dict[str, Any]) -> str:
     dm = metrics.get("delta_m")
     out += ["", f"Multi-task gain Delta_m over single-task models: {_f(dm, 2)} %" if dm is not None else
             "Multi-task gain Delta_m: not computed (single-task baselines off)"]
-    out += ["", "## Classification (layout of the paper's Table 1)", ""] + (classification_table(tasks) or ["none"])
-    out += ["", "## Regression (layout of the paper's Table 2)", "",
-            "Errors in the target's units; `[0,1]` columns divide by the target's value range "
-            "(MSE by its square).", ""] + (regression_table(tasks) or ["none"])
+    out += _sections(tasks)
     if metrics.get("strata"):
         out += ["", "## Breakdowns by stratum (layout of the paper's Tables 3 and 4)", "",
                 "Out-of-fold predictions of the first repeat; n is the number of labelled cases in the cell."]

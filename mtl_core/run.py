@@ -29,7 +29,7 @@ from .model import MultiTaskModel
 from .plugins import Plugin, load_plugin
 from .registry import suggest
 from .splits import holdout_split, kfold_splits, train_val_split
-from .tasks import ClassificationTask, Task
+from .tasks import Task
 from .trainer import History, Trainer, TrainSettings, pick_device
 from .trunk import ResidualSharedTrunk
 from .weights import pretrained_available
@@ -56,10 +56,10 @@ def build_tasks(plugin: Plugin, config: RunConfig) -> list[Task]:
         if override.weight is not None:
             task.weight = override.weight
         if override.label_smoothing is not None:
-            if not isinstance(task, ClassificationTask):
-                raise ConfigError(f"tasks.{task.name}.label_smoothing: task {task.name!r} is a {task.kind} task; "
-                                  f"label smoothing applies to classification tasks only")
-            task.label_smoothing = override.label_smoothing
+            if not hasattr(task, "label_smoothing"):
+                raise ConfigError(f"tasks.{task.name}.label_smoothing: task {task.name!r} is a {task.kind} task, "
+                                  f"which has no label smoothing (classification tasks have)")
+            task.label_smoothing = override.label_smoothing  # type: ignore[attr-defined]
         kept.append(task)
     return kept
 
@@ -213,5 +213,5 @@ def final_split(records: Records, plugin: Plugin, config: RunConfig) -> dict[str
 def label_counts(tasks: list[Task], records: Records, split: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
     """Number of labelled cases per task in each part."""
     parts = {k: v for k, v in split.items() if k in ("train", "val", "test")}
-    return {t.name: {part: int((~np.isnan(records.targets[t.name][idx])).sum()) for part, idx in parts.items()}
+    return {t.name: {part: int(t.labelled(records.targets[t.name][idx]).sum()) for part, idx in parts.items()}
             for t in tasks}

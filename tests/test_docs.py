@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +95,29 @@ def test_minimal_plugin_of_the_docs_trains_and_writes_a_run_folder(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert main(["run", "shapes_example", "--set", "train.epochs=3", "--output", "out"]) == 0
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"metrics.json", "predictions.csv", "model.json"}
+
+
+def test_the_task_kind_of_the_docs_registers_trains_reports_and_round_trips(monkeypatch):
+    """The OrdinalTask of docs/plugins.md, as written: registered, scored with its own metric, reported in its own
+    section with the verdict on its beats metric, and rebuilt by task_from_schema."""
+    import torch
+
+    from mtl_core.evaluation import evaluate_outputs
+    from mtl_core.report import beats_baseline, markdown_report
+    from mtl_core.tasks import TASK_KINDS, task_from_schema
+
+    monkeypatch.setattr(TASK_KINDS, "_items", dict(TASK_KINDS._items))  # the registry is as before after the test
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class OrdinalTask" in b)
+    module = types.ModuleType("docs_ordinal")  # dataclasses look their module up in sys.modules
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, str(DOCS / "plugins.md"), "exec"), module.__dict__)
+    task = module.OrdinalTask("subtlety", classes=["1", "2", "3", "4", "5"])
+    assert TASK_KINDS.get("ordinal") is type(task)
+    task.fit(np.array([0, 1, 1, 2, 4, np.nan]))
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 3, 4]), 5).float() * 5  # off by 0, 0, 1, 0 grades
+    entry = evaluate_outputs([task], {"subtlety": logits}, {"subtlety": np.array([0, 1, 2, 4])})["subtlety"]
+    assert entry["kind"] == "ordinal" and entry["metrics"]["grade_mae"] == 0.25 and beats_baseline(entry)
+    report = markdown_report({"plugin": "docs"}, {"tasks": {"subtlety": entry}})
+    assert "## Ordinal" in report and "| task | unit | n | grade_mae | baseline grade_mae | Acc |" in report
+    assert type(task_from_schema(task.describe())) is type(task)

@@ -201,6 +201,18 @@ def test_learning_curves_and_weights_follow_the_first_history(rendered):
     assert len(lines) == 3 and lines[2].get_ydata()[-1] == pytest.approx(1.0 + 0.6 * 11 / 12)
 
 
+def test_each_entry_gets_the_figure_its_kind_names():
+    """Figures are picked by the kind's ``figure``: a component entry of kind regression gets a scatter, an entry
+    of an unregistered kind gets none, and every figure name a kind may pick has a renderer."""
+    from mtl_core.tasks import FIGURE_NAMES
+
+    assert tuple(figures.RENDERERS) == FIGURE_NAMES
+    frame = _predictions().assign(x_true=1.0, x_pred=2.0, mystery_true=1.0, mystery_pred=1.0)
+    entries = [*TASKS, {"name": "x", "kind": "regression", "unit": "px"}, {"name": "mystery", "kind": "unknown"}]
+    stems = [stem for stem, _ in figures.figure_plan(entries, frame, [])]
+    assert stems == ["confusion_grade", "confusion_nodule", "scatter_diameter", "scatter_x"]
+
+
 def _report_markdown() -> str:
     summary = {"plugin": "demo 1.0", "data": "/data/<b>&co", "note": "`a|b` & <script>alert(1)</script>"}
     metrics = {"tasks": {

@@ -7,9 +7,11 @@ import pytest
 from mtl_core.errors import ConfigError, MTLError
 from mtl_core.losses import WEIGHTINGS
 from mtl_core.registry import Registry, suggest
+from mtl_core.tasks import TASK_KINDS
 
 # Every registry the engine exposes, with the error its lookups raise. A new registry belongs here.
-PROJECT_REGISTRIES = [pytest.param(WEIGHTINGS, ConfigError, id="weightings")]
+PROJECT_REGISTRIES = [pytest.param(WEIGHTINGS, ConfigError, id="weightings"),
+                      pytest.param(TASK_KINDS, MTLError, id="task_kinds")]
 
 
 def _registry(error: type[MTLError] = MTLError) -> Registry:

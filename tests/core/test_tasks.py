@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +17,17 @@ import torch.nn.functional as F
 from mtl_core import metrics as M
 from mtl_core.data import Records
 from mtl_core.errors import DataError, MTLError
-from mtl_core.tasks import BinaryTask, ClassificationTask, RegressionTask, Task, task_from_schema
+from mtl_core.tasks import (
+    TASK_KINDS,
+    BinaryTask,
+    ClassificationTask,
+    RegressionTask,
+    Task,
+    TaskSchema,
+    register_task_kind,
+    task_from_schema,
+)
+from tests.e2e.kind_fixture import ShiftTask  # registers two kinds the engine does not ship: count and shift
 
 NAN = float("nan")
 
@@ -315,10 +329,30 @@ def test_metrics_of_no_cases_are_nan(metric):
     assert math.isnan(metric(np.array([]), np.array([])))
 
 
+def test_balanced_accuracy_golden():
+    """Mean recall over the classes present in the truth: 2/3, 1/2 and 1/1 for the golden arrays."""
+    assert M.balanced_accuracy(*GOLDEN_CLASSES) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    truth = np.array([0] * 9 + [1])
+    assert M.balanced_accuracy(truth, np.zeros(10)) == pytest.approx(0.5)  # the majority class: no better than chance
+    assert M.accuracy(truth, np.zeros(10)) == pytest.approx(0.9)
+    assert M.balanced_accuracy(np.array([2, 2]), np.array([2, 0])) == pytest.approx(0.5)  # absent classes don't count
+    assert math.isnan(M.balanced_accuracy(np.array([]), np.array([])))
+
+
 def test_classification_score_uses_the_golden_metrics():
     task = ClassificationTask("lesion", classes=["a", "b", "c"])
     assert task.score(*GOLDEN_CLASSES) == pytest.approx(
-        {"accuracy": 4 / 6, "f1_macro": (4 / 5 + 2 / 4 + 2 / 3) / 3, "f1_weighted": (2.4 + 1 + 2 / 3) / 6})
+        {"accuracy": 4 / 6, "balanced_accuracy": (2 / 3 + 1 / 2 + 1) / 3, "f1_macro": (4 / 5 + 2 / 4 + 2 / 3) / 3,
+         "f1_weighted": (2.4 + 1 + 2 / 3) / 6})
+
+
+def test_binary_score_has_balanced_accuracy_and_a_majority_baseline_does_not_beat_it():
+    task = BinaryTask("nodule")
+    task.fit(np.array([0, 0, 0, 1]))
+    result = task.evaluate(np.array([0, 0, 0, 1, NAN]), np.array([0, 0, 1, 1, 1]))
+    assert result["metrics"]["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["baseline"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert result["unit"] == "" and result["n"] == 4
 
 
 def test_refitting_a_regression_task_updates_its_error_range():
@@ -326,3 +360,204 @@ def test_refitting_a_regression_task_updates_its_error_range():
     task.fit(np.array([0.0, 10.0]))
     task.fit(np.array([0.0, 100.0]))
     assert task.evaluate(np.array([50.0]), np.array([60.0]))["metrics"]["mae_scaled"] == pytest.approx(0.1)
+
+
+# ---- the registry of task kinds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS.names())
+def test_every_registered_kind_round_trips_through_its_schema(kind):
+    """Every kind, built-in or registered by a plugin: describe() validates against its Schema, and
+    task_from_schema rebuilds the same class with the same description."""
+    cls = TASK_KINDS.get(kind)
+    task = cls.example()
+    assert task.kind == kind and cls.Schema.model_validate(task.describe()).kind == kind
+    rebuilt = task_from_schema(task.describe())
+    assert type(rebuilt) is cls and rebuilt.describe() == task.describe()
+    assert set(cls.summary_metrics) | set(cls.beats_metrics) <= set(cls.higher_is_better)
+    assert cls.section and cls.figure in (None, "confusion", "scatter")
+
+
+def test_registered_kinds_include_plugin_kinds_and_declare_their_display():
+    assert {"binary", "classification", "regression", "count", "shift"} <= set(TASK_KINDS.names())
+    assert ClassificationTask.beats_metrics == BinaryTask.beats_metrics == ("f1_macro", "balanced_accuracy")
+    assert RegressionTask.beats_metrics == ("mae",) and RegressionTask.section == "regression"
+    assert TASK_KINDS.get("count").section == "count"  # a kind without its own section value gets its kind's name
+
+
+def test_a_second_class_under_a_registered_kind_raises_and_keeps_the_first():
+    with pytest.raises(MTLError, match="task kind 'regression' is already registered"):
+
+        @register_task_kind
+        @dataclass
+        class OtherRegression(RegressionTask):
+            pass
+
+    assert TASK_KINDS.get("regression") is RegressionTask
+
+
+def test_the_same_class_imported_twice_replaces_itself(monkeypatch):
+    """A plugin file imported again (a notebook reloading it) defines the same module and qualified name."""
+    monkeypatch.setattr(TASK_KINDS, "_items", dict(TASK_KINDS._items))  # restored after the test
+
+    def define():
+        @dataclass
+        class PercentTask(RegressionTask):
+            kind: ClassVar[str] = "percent"
+
+            class Schema(RegressionTask.Schema):
+                kind: Literal["percent"]
+
+        return register_task_kind(PercentTask)
+
+    first, second = define(), define()
+    assert first is not second and TASK_KINDS.get("percent") is second
+    assert type(task_from_schema(second("share").describe())) is second
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"kind": "Bad-Kind"}, "snake_case"),
+    ({"Schema": TaskSchema}, "kind: Literal['ranked']"),
+    ({"summary_metrics": ()}, "summary_metrics is empty"),
+    ({"summary_metrics": ("kendall_tau",)}, "no direction for kendall_tau"),
+    ({"figure": "heatmap"}, "unknown figure 'heatmap'"),
+])
+def test_registering_a_kind_checks_its_declarations(change, words):
+    class Schema(TaskSchema):
+        kind: Literal["ranked"]
+
+    attrs = {"kind": "ranked", "Schema": Schema, "summary_metrics": ("mae",),
+             "higher_is_better": {"mae": False}} | change
+    cls = dataclass(type("RankedTask", (Task,), attrs))
+    with pytest.raises(MTLError, match=re.escape(words)):
+        register_task_kind(cls)
+    assert "ranked" not in TASK_KINDS
+
+
+def test_unknown_kind_in_a_schema_is_one_line_with_a_suggestion():
+    with pytest.raises(MTLError) as info:
+        task_from_schema({"name": "grade", "kind": "clasification", "weight": 1.0, "classes": ["a", "b"]})
+    message = str(info.value)
+    assert "\n" not in message and "unknown task kind 'clasification'" in message
+    assert "Did you mean 'classification'?" in message and "Available: binary, classification" in message
+
+
+@pytest.mark.parametrize(("schema", "words"), [
+    ({"name": "grade", "kind": "classification", "weight": 1.0}, "classes: Field required"),
+    ({"name": "grade", "kind": "classification", "weight": 1.0, "classes": ["a", "b"], "colour": 1},
+     "colour: Extra inputs are not permitted"),
+    ({"name": "size", "kind": "regression", "weight": 1.0, "loss": "mae", "normalize": "none", "offset": 0,
+      "scale": 1, "mean": 0}, "loss: Input should be"),
+    ({"name": "size"}, "needs a 'kind'"),
+])
+def test_a_bad_schema_entry_is_one_line_naming_the_field(schema, words):
+    with pytest.raises(MTLError, match=re.escape(words)) as info:
+        task_from_schema(schema)
+    assert "\n" not in str(info.value)
+
+
+def test_a_schema_written_before_bounds_existed_still_loads():
+    old = {"name": "size", "kind": "regression", "weight": 1.0, "unit": "mm", "loss": "mse",
+           "normalize": "standardize", "value_range": 30.0, "offset": 20.0, "scale": 5.0, "mean": 21.0}
+    task = task_from_schema(old)
+    assert task.bounds == (None, None) and task.baseline_prediction(1)[0] == 21.0
+
+
+# ---- regression bounds ---------------------------------------------------------------------------------------
+
+
+def test_bounds_clamp_decoded_predictions_and_survive_the_schema():
+    task = RegressionTask("x", unit="px", bounds=(0, 2048))
+    task.fit(np.array([100.0, 1900.0, NAN]))
+    encoded, _ = task.encode(np.array([-500.0, 1000.0, 3000.0]))
+    np.testing.assert_allclose(task.decode(encoded.reshape(-1, 1)), [0.0, 1000.0, 2048.0], rtol=1e-6)
+    rebuilt = task_from_schema(task.describe())
+    assert rebuilt.bounds == (0, 2048)
+    np.testing.assert_allclose(rebuilt.decode(encoded.reshape(-1, 1)), [0.0, 1000.0, 2048.0], rtol=1e-6)
+    size = RegressionTask("size", bounds=(0, None))
+    size.fit(np.array([1.0, 3.0]))
+    assert size.decode(torch.tensor([[-10.0], [10.0]])).tolist() == [0.0, 12.0]  # mean 2, std 1
+
+
+@pytest.mark.parametrize("bounds", [(5, 1), (2, 2), (0, 1, 2)])
+def test_bounds_need_low_below_high(bounds):
+    with pytest.raises(MTLError, match="bounds"):
+        RegressionTask("size", bounds=bounds)
+
+
+# ---- targets of several columns ------------------------------------------------------------------------------
+
+
+def _pairs(values, mask=None) -> Records:
+    n = len(values)
+    return Records(ids=[f"c{i}" for i in range(n)], paths=[Path(f"c{i}.png") for i in range(n)],
+                   targets={"offset": np.array(values, dtype=np.float64)},
+                   masks={} if mask is None else {"offset": np.array(mask)})
+
+
+def test_records_accept_two_columns_for_a_kind_of_width_two():
+    records = _pairs([[1.0, 2.0], [NAN, NAN], [-3.0, 4.0]])
+    task = ShiftTask("offset")
+    records.validate([task])
+    assert records.targets["offset"].shape == (3, 2)
+    assert task.labelled(records.targets["offset"]).tolist() == [True, False, True]
+    masked = _pairs([[1.0, 2.0], [1e9, 7.0], [-3.0, 4.0]], mask=[True, False, True])
+    masked.validate([task])  # one flag per case masks the whole row
+    assert np.isnan(masked.targets["offset"][1]).all()
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ([1.0, 2.0, 3.0], "shape (3,), expected (3, 2)"),
+    ([[1.0, 2.0, 3.0]] * 3, "shape (3, 3), expected (3, 2)"),
+])
+def test_records_reject_the_wrong_width(values, words):
+    with pytest.raises(DataError, match=re.escape(words)):
+        _pairs(values).validate([ShiftTask("offset")])
+
+
+def test_records_reject_a_two_column_target_for_a_one_column_kind():
+    records = _records(np.zeros(3), None, "size")
+    records.targets["size"] = np.zeros((3, 2))
+    with pytest.raises(DataError, match=re.escape("shape (3, 2), expected (3,)")):
+        records.validate([RegressionTask("size")])
+
+
+def test_an_unlabelled_row_under_a_true_mask_is_a_data_error():
+    with pytest.raises(DataError, match="case 'c1' has a NaN target"):
+        _pairs([[1.0, 2.0], [NAN, 3.0]], mask=[True, True]).validate([ShiftTask("offset")])
+
+
+# ---- predictions.csv columns ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", [ClassificationTask("grade", classes=["low", "mid", "high"]), BinaryTask("flag"),
+                                  RegressionTask("size", unit="mm"), ShiftTask("offset")])
+def test_table_columns_and_from_table_are_inverse(task):
+    values = {"grade": [2, NAN, 0], "flag": [1, 0, NAN], "size": [3.5, NAN, 7.0],
+              "offset": [[1.0, 2.0], [NAN, NAN], [3.0, -4.0]]}[task.name]
+    values = np.array(values, dtype=np.float64)
+    frame = pd.DataFrame(task.table_columns(values, "true"))
+    assert all(c.endswith("_true") for c in frame.columns)
+    np.testing.assert_array_equal(task.from_table(frame, "true"), values)
+
+
+def test_class_tables_use_class_names_and_a_probability_column():
+    task = ClassificationTask("grade", classes=["low", "high"])
+    assert task.table_columns(np.array([1.0, NAN]), "pred") == {"grade_pred": ["high", ""]}
+    assert list(task.output_columns(torch.tensor([[0.0, 1.0]]))) == ["grade_prob"]
+    assert task.describe_prediction(torch.tensor([[0.0, 1.0]]))["prediction"] == "high"
+    assert RegressionTask("size", unit="mm").describe_prediction(torch.tensor([[2.0]])) == \
+        {"prediction": 2.0, "unit": "mm"}
+
+
+def test_a_plugin_task_of_an_unregistered_kind_is_refused_when_the_plugin_loads():
+    """A run could train it, but `mtl predict` could not rebuild it: refused before anything runs."""
+    from mtl_core.errors import PluginError
+    from mtl_core.plugins import check_tasks
+
+    @dataclass
+    class LooseTask(RegressionTask):
+        kind: ClassVar[str] = "loose"
+
+    with pytest.raises(PluginError, match="task 'size' has kind 'loose', which is not registered"):
+        check_tasks([RegressionTask("age"), LooseTask("size")], "file my_plugin.py")
