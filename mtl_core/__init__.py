@@ -17,7 +17,7 @@ _EXPORTS = {
     "Registry": "registry",
     "Task": "tasks", "ClassificationTask": "tasks", "BinaryTask": "tasks", "RegressionTask": "tasks",
     "ClassTask": "tasks", "TaskSchema": "tasks", "TASK_KINDS": "tasks", "register_task_kind": "tasks",
-    "task_from_schema": "tasks",
+    "task_from_schema": "tasks", "PointTask": "point_task",
     "Backbone": "backbones", "BackboneFusion": "backbones",
     "ResidualSharedTrunk": "trunk", "MultiTaskModel": "model",
     "LossComposer": "losses", "LossOutput": "losses", "Weighting": "losses", "WEIGHTINGS": "losses",

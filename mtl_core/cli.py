@@ -87,9 +87,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .losses import WEIGHTINGS
 
     WEIGHTINGS.get(config.loss.strategy)
-    from .run import effective_model
+    from .run import check_model_for_tasks, effective_model
 
-    _, _, fallback = effective_model(config)
+    model_cfg, _, fallback = effective_model(config)
+    check_model_for_tasks(model_cfg, tasks)
     if fallback:
         print(f"note: {fallback}")
     print(f"ok: plugin {config.plugin!r}, {len(tasks)} tasks ({', '.join(t.name for t in tasks)}), "
@@ -106,12 +107,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = ["image"] + [f"{t.name}" for t in run.tasks]
+    checked = run.check is not None
+    header = ["image"] + [f"{t.name}" for t in run.tasks] + (["out_of_distribution"] if checked else [])
     print(",".join(header))
     for row in rows:
         cells = [row["image"]]
         cells += [_prediction_cell(row[t.name]) for t in run.tasks]
+        if checked:
+            ood = row["out_of_distribution"]
+            cells.append(f"{'YES' if ood['flagged'] else 'no'} (score {ood['score']:.2f})")
         print(",".join(f'"{c}"' if "," in c else c for c in cells))
+    flagged = [r["image"] for r in rows if r.get("out_of_distribution", {}).get("flagged")]
+    if flagged:
+        print(f"WARNING: {len(flagged)} image(s) lie far from the training images (out-of-distribution score > 1: "
+              f"farther than {100 * run.check.quantile:g}% of held-out cases); do not trust their predictions: "
+              f"{', '.join(flagged)}", file=sys.stderr)
     return 0
 
 

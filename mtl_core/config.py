@@ -41,6 +41,8 @@ class ModelConfig(Strict):
                                                         "to when pooling is 'map'")
     map_levels: int = Field(3, ge=1, description="how many of each backbone's deepest feature levels pooling 'map' "
                                                  "keeps (1 for torchvision and engine backbones)")
+    share_heatmap: bool = Field(False, description="global heads also read each point task's heatmap peak (max and "
+                                                   "log-sum-exp of its logits); needs pooling 'map'")
     frozen: bool = Field(True, description="frozen backbones: features are extracted once and cached")
     standardize_features: bool = Field(True, description="z-score each fused feature with training statistics")
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)

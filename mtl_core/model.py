@@ -1,4 +1,4 @@
-"""``MultiTaskModel``: fusion -> residual shared trunk -> one head per task."""
+"""``MultiTaskModel``: fusion -> residual shared trunk -> one head per task (spatial heads read the feature map)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from .trunk import ResidualSharedTrunk
 
 
 class MultiTaskModel(nn.Module):
-    """Composes a :class:`BackboneFusion`, a :class:`ResidualSharedTrunk` and one linear head per task.
+    """Composes a :class:`BackboneFusion`, a :class:`ResidualSharedTrunk` and one head per task.
+
+    With pooled features (``map_shape`` None) the trunk reads the fused vector. With feature maps (``map_shape``
+    (C, S, S), ``pooling: map``) the trunk reads each channel's mean over the map, and spatial tasks (a point task)
+    read the standardised map itself; with ``share_point_evidence`` the global heads also read each heatmap's
+    strongest response (max and log-sum-exp of its logits), so a "something is there" that the heatmap already
+    encodes can inform a classification.
 
     The same weights run from images (``model(images)``) or from cached fused features
     (``model.forward_features(features)``), so a model trained on cached features predicts on new images directly.
@@ -117,6 +123,15 @@ class MultiTaskModel(nn.Module):
         if self.fusion is not None and not self.fusion.frozen:
             state.update({f"fusion.{k}": v for k, v in self.fusion.state_dict().items()})
         return state
+
+
+def create_model(fusion: BackboneFusion, tasks: list[Task], trunk_options: dict, share_heatmap: bool = False,
+                 attach: bool = True) -> MultiTaskModel:
+    """A model over ``fusion``'s output: a trunk as wide as its vector (or its map's channels, pooled), the tasks'
+    heads, and the fusion itself when ``attach`` (else the model runs on cached features only)."""
+    shape = getattr(fusion, "map_shape", None)
+    trunk = ResidualSharedTrunk(shape[0] if shape else fusion.num_features, **trunk_options)
+    return MultiTaskModel(fusion if attach else None, trunk, tasks, map_shape=shape, share_point_evidence=share_heatmap)
 
 
 def _head(task: Task, in_features: int) -> nn.Module:

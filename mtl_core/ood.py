@@ -95,3 +95,23 @@ class DistanceCheck:
         except Exception as exc:  # noqa: BLE001 - any damage: one line
             raise RunError(f"cannot read the out-of-distribution check {path} ({type(exc).__name__}); re-run "
                            f"`mtl run` to write it again") from None
+
+
+@torch.no_grad()
+def model_embeddings(model, inputs: torch.Tensor, rows: np.ndarray, is_features: bool,
+                     batch_size: int = 64) -> torch.Tensor:
+    """The model's standardised trunk input for ``inputs[rows]`` (cached features, or images through its fusion)."""
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = inputs[torch.as_tensor(rows[start:start + batch_size])]
+        features = batch if is_features else model.fusion(batch)
+        out.append(model.embedding(features.to(model.feature_mean.device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.feature_mean.numel())
+
+
+def fit_check(model, inputs: torch.Tensor, split: dict, is_features: bool) -> DistanceCheck:
+    """A check for a trained model: training rows as reference, its validation and test rows as held-out cases."""
+    held_out = np.concatenate([np.asarray(split.get(part, []), dtype=np.int64) for part in ("val", "test")])
+    return DistanceCheck.fit(model_embeddings(model, inputs, np.asarray(split["train"]), is_features),
+                             model_embeddings(model, inputs, held_out, is_features))

@@ -18,6 +18,7 @@ from .checkpoint import open_run_checkpoints, training_key
 from .config import RunConfig
 from .crossval import aggregate, delta_m, run_folds, strata_breakdown
 from .features import library_versions
+from .ood import fit_check
 from .outputs import atomic_write, save_weights, write_csv, write_json
 from .plugins import plugin_version
 from .report import console_table, markdown_report
@@ -27,6 +28,7 @@ from .run import (
     Say,
     build_fusion,
     cache_dir,
+    check_model_for_tasks,
     compute_inputs,
     effective_model,
     final_split,
@@ -81,7 +83,8 @@ def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback
         "backbones": ", ".join(f"{i.name} ({i.weights})" for i in fusion.infos),
         "weights": "RANDOM INITIALISATION" if fusion.uses_random_weights else "pretrained",
         "fallback": fallback or "none",
-        "pooling": fusion.pooling + (f" {fusion.grid}x{fusion.grid}" if fusion.pooling == "grid" else ""),
+        "pooling": _pooling(fusion),
+        "weights_ids": {i.name: i.weights_id for i in fusion.infos},
         "backbones_frozen": fusion.frozen,
         "image_size": image_size,
         "loss_weighting": config.loss.strategy,
@@ -90,6 +93,15 @@ def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback
         "versions": library_versions() | {"python": platform.python_version()},
         "wall_time_s": round(wall, 1),
     }
+
+
+def _pooling(fusion: BackboneFusion) -> str:
+    if fusion.pooling == "grid":
+        return f"grid {fusion.grid}x{fusion.grid}"
+    if fusion.pooling == "map":
+        c, h, w = fusion.map_shape
+        return f"map {h}x{w}, {c} channels ({getattr(fusion, 'map_levels', '?')} levels per backbone)"
+    return fusion.pooling
 
 
 def execute(config: RunConfig, *, data: Path | None = None, output: Path | None = None, say: Say = print,
@@ -104,6 +116,7 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     out = Path(output or config.output)
     checkpoints = open_run_checkpoints(out, config, prep.records, resume=resume, say=say)
     model_cfg, image_size, fallback = effective_model(config)
+    check_model_for_tasks(model_cfg, prep.tasks)
     if fallback:
         say(f"NOTE: {fallback}")
     fusion = build_fusion(model_cfg, image_size, config.train.seed)
@@ -128,7 +141,12 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
                "strata": strata_breakdown(prep.tasks, prep.records, predictions),
                "label_counts": label_counts(prep.tasks, prep.records, splits[0]),
                "run": summary, "notes": prep.notes + ([fallback] if fallback else [])}
+    check = fit_check(final.model, inputs, final.split, is_features)
+    metrics["out_of_distribution"] = {"method": f"mean distance to the {check.k} nearest training cases",
+                                      "threshold": check.threshold, "quantile": check.quantile,
+                                      "calibrated_on": check.calibrated_on}
     _write_run(out, config, prep, fusion, model_cfg, image_size, final, results, predictions, metrics, summary)
+    check.save(out / "ood.safetensors")
     checkpoints.finish()
     return RunResult(out, metrics, console_table(tasks_metrics))
 

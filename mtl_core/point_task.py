@@ -8,7 +8,7 @@ found location. See :mod:`mtl_core.heatmap` for the losses and ``docs/architectu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,9 +17,10 @@ from torch import nn
 from . import heatmap as H
 from .errors import DataError, MTLError
 from .metrics import regression_errors
-from .tasks import Task, masked_mean
+from .tasks import Task, TaskSchema, masked_mean, register_task_kind
 
 
+@register_task_kind
 @dataclass
 class PointTask(Task):
     """A 2-D location in a ``frame`` of (width, height) units, with an optional extent read at that location.
@@ -30,7 +31,7 @@ class PointTask(Task):
     nothing is; otherwise it is only missing and is masked.
 
     Args:
-        frame: width and height of the coordinate frame (2048 x 2048 for JSRT pixels).
+        frame: width and height of the coordinate frame (e.g. 2048 x 2048 pixels of the original radiograph).
         axes: names of the x and y entries in ``metrics.json`` and ``predictions.csv``.
         extent: name of the extent entry, or None for a point without extent.
         extent_unit: unit of the extent ("mm").
@@ -101,6 +102,29 @@ class PointTask(Task):
         """Cases with a point: x and y both given. (N, k) -> (N,) bool."""
         values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         return ~np.isnan(values[:, :2]).any(axis=1)
+
+    class Schema(TaskSchema):
+        """``describe()`` of a point task."""
+
+        kind: Literal["point"]
+        frame: tuple[float, float]
+        axes: tuple[str, str]
+        extent: str | None = None
+        extent_unit: str = ""
+        extent_scale: float | None = None
+        hit_radius: float | None = None
+        negatives: bool = True
+        sigma: float = 1.0
+        coordinate_weight: float = 10.0
+        head_width: int = 64
+        centre: tuple[float, float] = (0.5, 0.5)
+        extent_mean: float = 0.0
+        extent_std: float = 1.0
+        extent_range: float | None = None
+
+    @classmethod
+    def example(cls) -> Task:
+        return cls("point", frame=(64, 48), extent="size", extent_unit="mm", extent_scale=2.0)
 
     # -- training ----------------------------------------------------------------------------------------------
     def validate(self, values: np.ndarray, where: str = "") -> None:
@@ -199,12 +223,6 @@ class PointTask(Task):
         if self.extent is not None and self.extent_scale:
             return np.nan_to_num(truth[:, 2]) * self.extent_scale  # one extent (a diameter) from the truth
         return self.hit_radius if self.hit_radius is not None else 0.05 * float(np.hypot(*self.frame))
-
-    def evaluate(self, values: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
-        labelled = self.labelled(values)
-        truth, pred = np.asarray(values, np.float64)[labelled], np.asarray(prediction, np.float64)[labelled]
-        return {"kind": self.kind, "unit": self.unit, "n": int(labelled.sum()), "metrics": self.score(truth, pred),
-                "baseline": self.score(truth, self.baseline_prediction(len(truth)))}
 
     def components(self, values: np.ndarray, prediction: np.ndarray) -> dict[str, dict[str, Any]]:
         """Regression-like entries per axis (and the extent), comparable with scalar x / y / size tasks."""

@@ -13,10 +13,10 @@ from .backbones import BackboneFusion
 from .config import ModelConfig
 from .data import load_image_tensor
 from .errors import MTLError, RunError
-from .model import MultiTaskModel
+from .model import MultiTaskModel, create_model
+from .ood import DistanceCheck
 from .outputs import load_weights, read_json
 from .tasks import Task, task_from_schema
-from .trunk import ResidualSharedTrunk
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class LoadedRun:
     tasks: list[Task]
     image_size: int
     reader: Any
+    check: DistanceCheck | None = None  # out-of-distribution check calibrated when the run was trained
 
 
 def _reader(plugin_name: str):
@@ -71,8 +72,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     elif fusion.checksum() != schema.get("backbone_checksum"):
         raise RunError(f"the backbones rebuilt for {run_dir} differ from the ones it was trained with (other "
                        f"weights file or library version); predict where the run was made")
-    trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
-    model = MultiTaskModel(fusion, trunk, tasks)
+    model = create_model(fusion, tasks, model_cfg.trunk.model_dump(), model_cfg.share_heatmap)
     rest = {k: v for k, v in state.items() if not k.startswith("fusion.")}
     missing, unexpected = model.load_state_dict(rest, strict=False)
     missing = [k for k in missing if not k.startswith("fusion.")]
@@ -80,7 +80,8 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise RunError(f"{run_dir / 'model.safetensors'} does not fit its model.json ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected tensors)")
     model.eval()
-    return LoadedRun(model, tasks, size, reader)
+    check = DistanceCheck.load(run_dir / "ood.safetensors") if (run_dir / "ood.safetensors").is_file() else None
+    return LoadedRun(model, tasks, size, reader, check)
 
 
 def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
@@ -91,10 +92,17 @@ def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
 @torch.no_grad()
 def predict_images(run: LoadedRun, images: list[Path]) -> list[dict[str, Any]]:
     """Predictions for each image: {"image": path, task: :meth:`Task.describe_prediction` output}; built-in kinds
-    give {"prediction": ..., "probability" | "unit": ...}."""
+    give {"prediction": ..., "probability" | "unit": ...}. With the run's out-of-distribution check,
+    ``out_of_distribution`` holds the image's distance score (1 = the calibrated threshold) and whether it is
+    flagged: its predictions are then not to be trusted."""
     rows = []
     for path in images:
         tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)
-        outputs = run.model(tensor)
-        rows.append({"image": str(path)} | {t.name: describe_prediction(t, outputs[t.name]) for t in run.tasks})
+        features = run.model.fusion(tensor)
+        outputs = run.model.forward_features(features)
+        row = {"image": str(path)} | {t.name: describe_prediction(t, outputs[t.name]) for t in run.tasks}
+        if run.check is not None:
+            score = float(run.check.scores(run.model.embedding(features))[0])
+            row["out_of_distribution"] = {"score": round(score, 3), "flagged": score > 1.0}
+        rows.append(row)
     return rows

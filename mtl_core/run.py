@@ -25,13 +25,12 @@ from .lazy_fusion import LazyFusion, create_fusion
 from .losses import WEIGHTINGS, LossComposer
 from .memo import cache_dir
 from .memory import check_features_fit
-from .model import MultiTaskModel
+from .model import MultiTaskModel, create_model
 from .plugins import Plugin, load_plugin
 from .registry import suggest
 from .splits import holdout_split, kfold_splits, train_val_split
 from .tasks import Task
 from .trainer import History, Trainer, TrainSettings, pick_device
-from .trunk import ResidualSharedTrunk
 from .weights import pretrained_available
 
 log = logging.getLogger(__name__)
@@ -120,10 +119,21 @@ def effective_model(config: RunConfig) -> tuple[ModelConfig, int, str | None]:
     update: dict[str, Any] = {k: v for k, v in {"backbones": fb.backbones, "pooling": fb.pooling, "grid": fb.grid,
                                                 "map_size": fb.map_size, "map_levels": fb.map_levels,
                                                 "trunk": fb.trunk}.items() if v is not None}
-    update["weights"] = "random"
+    # Random initialisation only for fallback backbones that have no weights anywhere either.
+    fallback_backbones = update.get("backbones", model.backbones)
+    update["weights"] = {n: "pretrained" if pretrained_available(n) else "random" for n in fallback_backbones}
     reason = (f"no pretrained weights for {', '.join(missing)}: using the fallback configuration "
               f"({fb.reason or 'see the config'})")
     return model.model_copy(update=update), fb.image_size or size, reason
+
+
+def check_model_for_tasks(model: ModelConfig, tasks: list[Task]) -> None:
+    """A task that reads feature maps needs ``pooling: map``: say so before anything is extracted."""
+    spatial = [t.name for t in tasks if t.spatial]
+    if spatial and model.pooling != "map":
+        raise ConfigError(f"task {spatial[0]!r} reads "
+                          f"feature maps but model.pooling is {model.pooling!r}; set model.pooling to 'map' (or "
+                          f"disable the task)")
 
 
 def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
@@ -177,8 +187,7 @@ def train_and_predict(tasks: list[Task], records: Records, inputs: torch.Tensor,
         return TensorData.build(inputs, records.subset(split[name]), tasks, is_features, rows=split[name])
 
     torch.manual_seed(config.train.seed)
-    trunk = ResidualSharedTrunk(fusion.num_features, **model_cfg.trunk.model_dump())
-    model = MultiTaskModel(None if is_features else fusion, trunk, tasks)
+    model = create_model(fusion, tasks, model_cfg.trunk.model_dump(), model_cfg.share_heatmap, attach=not is_features)
     if is_features and model_cfg.standardize_features:
         model.fit_feature_norm(inputs, rows=split["train"])
     composer = LossComposer(tasks, strategy or config.loss.strategy)

@@ -338,6 +338,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+from . import point_task as _point_task  # noqa: E402,F401  (registers the point kind)
 from . import task_kinds as _task_kinds  # noqa: E402,F401  (registers the built-in kinds)
 
 __all__ = ["FIGURE_NAMES", "TASK_KINDS", "BinaryTask", "ClassTask", "ClassificationTask", "RegressionTask", "Task",

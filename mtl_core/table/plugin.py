@@ -101,7 +101,7 @@ class TablePlugin(Plugin):
 
     def reader_id(self) -> str:
         """The core reader's identity (images are read with :func:`mtl_core.imaging.read_image`): another plugin
-        reading the same files with it, as the JSRT plugin does, shares the cached features."""
+        reading the same files with it, as a plugin that uses the core reader does, shares the cached features."""
         return core_reader_id(self._suffixes) or super().reader_id()
 
     def _strata_specs(self) -> list[StratumSpec]:

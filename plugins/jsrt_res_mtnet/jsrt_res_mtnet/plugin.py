@@ -14,12 +14,23 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtl_core import BinaryTask, ClassificationTask, ConfigError, DataError, Plugin, Records, RegressionTask, Task
+from mtl_core import (
+    BinaryTask,
+    ClassificationTask,
+    ConfigError,
+    DataError,
+    Plugin,
+    PointTask,
+    Records,
+    RegressionTask,
+    Task,
+)
 from mtl_core.config import validate_model
 from mtl_core.imaging import core_reader_id
 
 from .layout import find_layout, list_images, resolve_image
 from .metadata import DIAGNOSIS_GROUPS, FRAME_SIZE, LOBES, STATES, read_metadata
+from .phantom_grid import FRAME_MM_PER_PX
 from .raw_img import register_img_reader
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,9 @@ class JSRTOptions(BaseModel):
         "three_class", description="one 3-class task, or a 'nodule' BCE task plus a 'malignant' BCE task")
     position: Literal["lobe", "raw"] = Field("lobe", description="five lobes, or the raw position strings")
     diagnosis: Literal["grouped", "raw"] = Field("grouped", description="diagnosis groups, or raw spellings")
+    localisation: Literal["point", "regression"] = Field(
+        "point", description="the nodule as one point task with its size (a heatmap over feature maps; needs "
+                             "model.pooling 'map'), or the paper's three scalar regression heads x, y, size")
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="epsilon of eq. 6 for every class task")
     weights: dict[str, float] = Field(default_factory=dict, description="loss weight per task (default 1)")
     phantom: PhantomOptions = Field(default_factory=PhantomOptions)
@@ -82,12 +96,14 @@ class JSRTPlugin(Plugin):
         return ClassificationTask(name, classes=classes, label_smoothing=self.options.label_smoothing,
                                   weight=self.options.weights.get(name, 1.0))
 
-    def _regression(self, name: str, unit: str, value_range: float | None) -> RegressionTask:
-        return RegressionTask(name, unit=unit, loss_name="mse", value_range=value_range,
+    def _regression(self, name: str, unit: str, bounds: tuple[float, float | None]) -> RegressionTask:
+        span = None if bounds[1] is None else bounds[1] - bounds[0]  # errors scaled to [0, 1] as in Table 2
+        return RegressionTask(name, unit=unit, loss_name="mse", value_range=span, bounds=bounds,
                               weight=self.options.weights.get(name, 1.0))
 
     def tasks(self) -> list[Task]:
-        """subtlety, state (or nodule + malignant), position, diagnosis; x, y (px, 2048 frame), size (mm)."""
+        """subtlety, state (or nodule + malignant), position, diagnosis; the nodule's location (x, y in px of the
+        2048 frame) with its size (mm) as one point task, or x, y, size as three regression tasks."""
         o = self.options
         tasks: list[Task] = [self._classification("subtlety", SUBTLETY_CLASSES)]
         if o.state == "three_class":
@@ -98,8 +114,14 @@ class JSRTPlugin(Plugin):
         tasks.append(self._classification("position", self._raw_classes.get("position") or list(LOBES)))
         tasks.append(self._classification("diagnosis", self._raw_classes.get("diagnosis") or
                                           [g for g in DIAGNOSIS_GROUPS if g != "other"]))
-        tasks += [self._regression("x", "px", float(FRAME_SIZE)), self._regression("y", "px", float(FRAME_SIZE)),
-                  self._regression("size", "mm", None)]
+        if o.localisation == "point":
+            tasks.append(PointTask("location", weight=o.weights.get("location", 1.0), unit="px",
+                                   frame=(FRAME_SIZE, FRAME_SIZE), axes=("x", "y"), extent="size", extent_unit="mm",
+                                   extent_scale=1.0 / FRAME_MM_PER_PX))
+        else:
+            frame = (0.0, float(FRAME_SIZE))
+            tasks += [self._regression("x", "px", frame), self._regression("y", "px", frame),
+                      self._regression("size", "mm", (0.0, None))]
         unknown = sorted(set(o.weights) - {t.name for t in tasks})
         if unknown:
             raise ConfigError(f"plugin_options.weights: unknown task {unknown[0]!r}; tasks are "
@@ -149,8 +171,11 @@ class JSRTPlugin(Plugin):
             if self.options.diagnosis == "raw" else ("diagnosis_group", list(DIAGNOSIS_GROUPS))
         diag = table[diag_col].where(nodule & (table[diag_col] != "other"))
         out["diagnosis"] = only_nodules(_codes(diag, diag_classes, "diagnosis", src))
-        for column in ("x", "y", "size"):
-            out[column] = only_nodules(table[column].to_numpy(float))
+        xy_size = np.stack([only_nodules(table[c].to_numpy(float)) for c in ("x", "y", "size")], axis=1)
+        if self.options.localisation == "point":
+            out["location"] = xy_size  # (N, 3); non-nodule images have no point: negatives for the heatmap
+        else:
+            out.update({c: xy_size[:, i] for i, c in enumerate(("x", "y", "size"))})
         return out
 
     def _strata(self, table: pd.DataFrame) -> dict[str, np.ndarray]:
