@@ -1,4 +1,5 @@
-"""Figures of a run folder as PNG: confusion matrices, predicted-vs-true scatters, learning curves, loss weights.
+"""Figures of a run folder as PNG: confusion matrices, predicted-vs-true scatters, points on test images (a point
+task's, from :mod:`mtl_core.point_figures`), learning curves, loss weights.
 
 matplotlib is imported inside the functions (Agg backend, no display needed) so that ``import mtl_core`` stays
 light. Every figure uses a constrained layout, so titles, tick labels and legends never overlap or leave the canvas.
@@ -14,6 +15,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .outputs import atomic_write
+from .point_figures import render_points
 from .tasks import kind_class
 
 if TYPE_CHECKING:
@@ -32,6 +35,29 @@ log = logging.getLogger(__name__)
 DPI = 110
 _LABEL_WIDTH = 14  # characters per line of a wrapped class name
 _TITLE_WIDTH = 48  # characters per line of a wrapped title
+
+
+@dataclass(frozen=True)
+class CaseImages:
+    """The images behind a run's cases, for figures drawn on them (a point task's ``points``).
+
+    Attributes:
+        paths: case id -> image file.
+        reader: reads one file as a float (H, W) array in [0, 1] (the plugin's ``read_image``).
+        strata: stratum name -> case id -> value (``Records.strata``), to spread the cases shown over.
+    """
+
+    paths: dict[str, Path]
+    reader: Callable[[Path], np.ndarray]
+    strata: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: Any, reader: Callable[[Path], np.ndarray]) -> CaseImages:
+        """From a plugin's :class:`~mtl_core.data.Records` and its image reader."""
+        ids = [str(i) for i in records.ids]
+        strata = {name: {i: "" if v is None else str(v) for i, v in zip(ids, values, strict=True)}
+                  for name, values in records.strata.items()}
+        return cls(dict(zip(ids, records.paths, strict=True)), reader, strata)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -67,7 +93,7 @@ def _present(values: pd.Series) -> np.ndarray:
 def select_cases(predictions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Rows to plot and a note for the titles: out-of-fold predictions of repeat 0 only when CV was repeated."""
     note = ""
-    if "fold" in predictions.columns:
+    if "fold" in predictions.columns and predictions["fold"].nunique() > 1:  # one fold: the held-out part
         note = f"out-of-fold, {predictions['fold'].nunique()} folds"
     if "repeat" in predictions.columns and predictions["repeat"].nunique() > 1:
         first = predictions["repeat"].min()
@@ -80,7 +106,8 @@ def _title(ax: Axes, text: str, note: str) -> None:
     ax.set_title(_wrap(text, _TITLE_WIDTH) + (f"\n{note}" if note else ""), fontsize=11)
 
 
-def render_confusion(task: dict[str, Any], predictions: pd.DataFrame, note: str = "") -> Figure:
+def render_confusion(task: dict[str, Any], predictions: pd.DataFrame, note: str = "",
+                     images: CaseImages | None = None) -> Figure:
     """Confusion matrix of a classification or binary task: rows true, columns predicted, colour row-normalised."""
     name = task["name"]
     true, pred = predictions[f"{name}_true"], predictions[f"{name}_pred"]
@@ -123,7 +150,8 @@ def _with_unit(text: str, unit: str) -> str:
     return f"{text} ({unit})" if unit else text
 
 
-def render_scatter(task: dict[str, Any], predictions: pd.DataFrame, note: str = "") -> Figure:
+def render_scatter(task: dict[str, Any], predictions: pd.DataFrame, note: str = "",
+                   images: CaseImages | None = None) -> Figure:
     """Predicted against true values of a regression task, with the identity line, on equal axes."""
     name, unit = task["name"], task.get("unit") or ""
     true = pd.to_numeric(predictions[f"{name}_true"], errors="coerce").to_numpy(np.float64)
@@ -153,8 +181,15 @@ def render_scatter(task: dict[str, Any], predictions: pd.DataFrame, note: str = 
 
 
 #: figure name (a kind's ``Task.figure``, one of ``tasks.FIGURE_NAMES``) -> renderer of one task:
-#: ``render(task, predictions, note)``
-RENDERERS: dict[str, Callable[..., Figure]] = {"confusion": render_confusion, "scatter": render_scatter}
+#: ``render(task, predictions, note, images)``; ``images`` (:class:`CaseImages` or None) is for those drawn on images
+RENDERERS: dict[str, Callable[..., Figure]] = {"confusion": render_confusion, "scatter": render_scatter,
+                                               "points": render_points}
+
+
+def _truth_column(task: dict[str, Any]) -> str:
+    """The predictions.csv column that must exist for a task's figure: ``<name>_true``, or for a kind of several
+    columns named by ``axes`` (a point task) the first axis's."""
+    return f"{task['axes'][0]}_true" if task.get("axes") else f"{task['name']}_true"
 
 
 def _loss_label(name: str, schema: dict[str, dict[str, Any]]) -> str:
@@ -234,16 +269,16 @@ def render_loss_weights(tasks: list[dict[str, Any]], histories: list[dict[str, A
     return fig
 
 
-def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
-                histories: list[dict[str, Any]]) -> list[tuple[str, Callable[[], Figure]]]:
+def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame, histories: list[dict[str, Any]],
+                images: CaseImages | None = None) -> list[tuple[str, Callable[[], Figure]]]:
     """Every figure as (file stem, function drawing it), in report order."""
     cases, note = select_cases(predictions)
     plan: list[tuple[str, Callable[[], Figure]]] = []
-    for figure, render in RENDERERS.items():  # every confusion matrix, then every scatter
+    for figure, render in RENDERERS.items():  # every confusion matrix, then every scatter, then every points
         for task in tasks:
             cls = kind_class(task["kind"])
-            if cls is not None and cls.figure == figure and f"{task['name']}_true" in cases.columns:
-                plan.append((f"{figure}_{_safe(task['name'])}", partial(render, task, cases, note)))
+            if cls is not None and cls.figure == figure and _truth_column(task) in cases.columns:
+                plan.append((f"{figure}_{_safe(task['name'])}", partial(render, task, cases, note, images)))
     if histories and histories[0].get("train"):
         plan.append(("learning_curves", partial(render_learning_curves, tasks, histories)))
     if histories and histories[0].get("weights"):
@@ -251,10 +286,10 @@ def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
     return plan
 
 
-def render_figures(tasks: list[dict[str, Any]], predictions: pd.DataFrame,
-                   histories: list[dict[str, Any]]) -> list[tuple[str, Figure]]:
+def render_figures(tasks: list[dict[str, Any]], predictions: pd.DataFrame, histories: list[dict[str, Any]],
+                   images: CaseImages | None = None) -> list[tuple[str, Figure]]:
     """Every figure as (file stem, Figure), in report order; the caller closes nothing (no pyplot state)."""
-    return [(stem, draw()) for stem, draw in figure_plan(tasks, predictions, histories)]
+    return [(stem, draw()) for stem, draw in figure_plan(tasks, predictions, histories, images)]
 
 
 def _draw(folder: Path, stem: str, draw: Callable[[], Figure]) -> None:
@@ -287,7 +322,7 @@ def _can_fork() -> bool:
 
 
 def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.DataFrame,
-                  histories: list[dict[str, Any]]) -> list[Path]:
+                  histories: list[dict[str, Any]], images: CaseImages | None = None) -> list[Path]:
     """Write the run's figures as PNG into ``run_dir/figures/`` and return their paths.
 
     Two processes draw them where the CPU has two cores (see :func:`_can_fork`); whatever the helper process
@@ -299,16 +334,18 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
             ({"name", "kind", "unit"}); each gets the figure its kind names (looked up in the task-kind registry).
         predictions: ``id``, ``<task>_true``, ``<task>_pred`` columns (and ``fold``/``repeat`` after CV).
         histories: one ``{"train", "val", "weights", "best_epoch"}`` dict per fold; the first is plotted.
+        images: the cases' images, for a point task's ``points`` figure (without them its points are drawn on a
+            grey frame).
 
     Returns:
-        Paths of the confusion matrices, scatters, learning curves and loss weights, in that order.
+        Paths of the confusion matrices, scatters, points, learning curves and loss weights, in that order.
 
     Example:
         >>> write_figures(Path("runs/demo"), model["tasks"], pd.read_csv("runs/demo/predictions.csv"),
         ...               [history])  # doctest: +SKIP
     """
     folder = Path(run_dir) / "figures"
-    plan = figure_plan(tasks, predictions, histories)
+    plan = figure_plan(tasks, predictions, histories, images)
     folder.mkdir(parents=True, exist_ok=True)
     if len(plan) < 3 or not _can_fork():
         for stem, draw in plan:
@@ -317,7 +354,8 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    queue = sorted(plan, key=lambda item: item[0] != "learning_curves")  # the costliest first: even shares
+    # the costliest first (learning curves, points on images), so that the two processes get even shares
+    queue = sorted(plan, key=lambda item: not item[0].startswith(("learning_curves", "points_")))
     taken, done = context.Value("i", 0), context.Array("b", len(queue))
     helper = context.Process(target=_share, args=(folder, queue, taken, done), daemon=True)
     helper.start()

@@ -87,6 +87,7 @@ def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback
         "weights_ids": {i.name: i.weights_id for i in fusion.infos},
         "backbones_frozen": fusion.frozen,
         "image_size": image_size,
+        "share_heatmap": config.model.share_heatmap,
         "loss_weighting": config.loss.strategy,
         "seed": config.train.seed,
         "feature_cache": stats or "not used",
@@ -180,7 +181,7 @@ def _write_run(out: Path, config: RunConfig, prep: Prepared, fusion: BackboneFus
     write_json(out / "split.json", [{k: ([prep.records.ids[i] for i in v] if isinstance(v, np.ndarray) else v)
                                      for k, v in r.fitted.split.items()} for r in results])
     write_csv(out / "predictions.csv", predictions)
-    report = markdown_report(summary, metrics)
+    report = markdown_report(summary, metrics, [t.describe() for t in prep.tasks])
     atomic_write(out / "report.md", report)
     _write_figures(out, prep, predictions, histories, report, metrics["tasks"])
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
@@ -191,11 +192,12 @@ def _write_figures(out: Path, prep: Prepared, predictions: pd.DataFrame, histori
     """Figures (of every task, and of every component entry by its own kind) and the self-contained HTML report
     (when the figure modules are available)."""
     try:
-        from .figures import write_figures
+        from .figures import CaseImages, write_figures
         from .report_html import write_html
     except ImportError:  # pragma: no cover - both ship with mtl_core
         return
     components = [{"name": name, "kind": e["kind"], "unit": e.get("unit", "")} for name, e in entries.items()
                   if "part_of" in e]
-    figures = write_figures(out, [t.describe() for t in prep.tasks] + components, predictions, histories)
+    figures = write_figures(out, [t.describe() for t in prep.tasks] + components, predictions, histories,
+                            CaseImages.from_records(prep.records, prep.plugin.read_image))
     write_html(out, report, figures)

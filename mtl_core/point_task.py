@@ -59,7 +59,7 @@ class PointTask(Task):
     kind: ClassVar[str] = "point"
     spatial: ClassVar[bool] = True
     section: ClassVar[str] = "point"
-    figure: ClassVar[str | None] = None
+    figure: ClassVar[str | None] = "points"
     summary_metrics: ClassVar[tuple[str, ...]] = ("distance", "hit_rate", "mae_x", "mae_y")
     beats_metrics: ClassVar[tuple[str, ...]] = ("distance",)
     higher_is_better: ClassVar[dict[str, bool]] = {"distance": False, "median_distance": False, "hit_rate": True,

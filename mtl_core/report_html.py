@@ -32,8 +32,9 @@ figcaption { color: #444; font-size: .95em; }
 """.strip()
 
 _NUMBER = re.compile(r"^(?=.*\d)[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][-+]?\d+)?$")
-_CAPTIONS = {"confusion": "Confusion matrix", "scatter": "Predicted against true", "learning_curves":
-             "Learning curves", "loss_weights": "Loss weights over training"}
+_CAPTIONS = {"confusion": "Confusion matrix", "scatter": "Predicted against true",
+             "points": "Predicted and true points on test images", "learning_curves": "Learning curves",
+             "loss_weights": "Loss weights over training"}
 
 
 def inline(text: str) -> str:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 #: figure names a kind may pick (``Task.figure``); :mod:`mtl_core.figures` maps each to its renderer
-FIGURE_NAMES = ("confusion", "scatter")
+FIGURE_NAMES = ("confusion", "scatter", "points")
 K = TypeVar("K", bound=type)
 
 
@@ -74,7 +74,7 @@ class Task:
         beats_metrics: metrics that must all beat the trivial baseline for "beats: yes" (default: the primary).
         section: the report.md table of the kind's entries: "classification", "regression", or its own (default:
             the kind), drawn as a generic table of the summary metrics.
-        figure: the figure drawn per task ("confusion", "scatter") or None.
+        figure: the figure drawn per task ("confusion", "scatter", "points": points on test images) or None.
         spatial: True when the head reads feature maps instead of the pooled vector.
     """
 

@@ -248,3 +248,126 @@ def test_markdown_subset_blocks_and_escaped_pipes():
                                  '<tr><td>a | b</td><td class="num">-1.5e-3</td></tr>', "</tbody>", "</table>"]
     assert caption("figures/confusion_my_task.png") == "Confusion matrix: my_task"
     assert caption("figures/loss_weights.png") == "Loss weights over training"
+
+
+# -- points on test images (a point task's figure) ----------------------------------------------------------------
+
+FRAME = 2048.0
+PX_PER_MM = 1 / 0.175
+
+
+def _point_task() -> dict:
+    from mtl_core.point_task import PointTask
+
+    task = PointTask("location", unit="px", frame=(FRAME, FRAME), extent="size", extent_unit="mm",
+                     extent_scale=PX_PER_MM)
+    task.fit(np.array([[500.0, 700.0, 10.0], [1500.0, 900.0, 20.0]]))
+    return task.describe()
+
+
+def _point_predictions(n: int = 24) -> pd.DataFrame:
+    """Cases with a point (some found: within one diameter, some missed) and two without one."""
+    rng = np.random.default_rng(3)
+    x, y, size = rng.uniform(300, 1700, n), rng.uniform(300, 1700, n), rng.uniform(8, 30, n)
+    error = np.where(np.arange(n) % 3 == 0, 600.0, 0.4 * size * PX_PER_MM)  # every third case a miss
+    angle = rng.uniform(0, 2 * np.pi, n)
+    frame = pd.DataFrame({"id": [f"case{i:02d}" for i in range(n)], "x_true": x, "y_true": y, "size_true": size,
+                          "x_pred": np.clip(x + error * np.cos(angle), 0, FRAME),
+                          "y_pred": np.clip(y + error * np.sin(angle), 0, FRAME), "size_pred": size * 1.2})
+    frame.loc[n - 2:, ["x_true", "y_true", "size_true"]] = np.nan  # no point: never shown
+    return frame
+
+
+@pytest.fixture(scope="module")
+def case_images(tmp_path_factory):
+    """64 x 64 PNGs with a bright disc at each case's true point, and a grade stratum of three values."""
+    from mtl_core.figures import CaseImages
+    from mtl_core.imaging import read_image
+
+    folder, frame = tmp_path_factory.mktemp("images"), _point_predictions()
+    yy, xx = np.mgrid[0:64, 0:64]
+    paths = {}
+    for row in frame.itertuples():
+        pixels = 60 + 40 * (xx / 64)
+        if not np.isnan(row.x_true):
+            pixels += 120 * (np.hypot(xx - row.x_true / 32, yy - row.y_true / 32) < 3)
+        paths[row.id] = folder / f"{row.id}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(paths[row.id])
+    grade = {case: f"grade {i % 3 + 1}" for i, case in enumerate(frame["id"])}
+    return CaseImages(paths, read_image, {"site": {case: "one" for case in grade}, "grade": grade})
+
+
+@pytest.fixture(scope="module")
+def points_figure(case_images):
+    plan = dict(figures.figure_plan([_point_task()], _point_predictions(), [], case_images))
+    return plan["points_location"]()
+
+
+def test_points_figure_shows_found_and_missed_cases_on_their_images(points_figure):
+    from mtl_core.point_task import PointTask
+    from mtl_core.tasks import task_from_schema
+
+    panels = [ax for ax in points_figure.axes if ax.get_visible() and ax.get_title()]
+    titles = [ax.get_title() for ax in panels]
+    assert len(panels) == 8 and sum(t.endswith(": hit") for t in titles) == 4  # 4 found, then 4 missed
+    assert [t.endswith(": hit") for t in titles] == [True] * 4 + [False] * 4
+    assert {t.split("\n")[1].split(",")[0] for t in titles} == {"grade 1", "grade 2", "grade 3"}  # spread over grade
+    assert all(len(ax.images) == 1 for ax in panels)  # drawn on the case's image
+    frame = _point_predictions().set_index("id")
+    task = task_from_schema(_point_task())
+    assert isinstance(task, PointTask)
+    for title in titles:  # the distance and verdict of each panel are the task's own
+        case = title.split("\n")[0]
+        truth = frame.loc[[case], ["x_true", "y_true", "size_true"]].to_numpy()
+        pred = frame.loc[[case], ["x_pred", "y_pred", "size_pred"]].to_numpy()
+        scores = task.score(truth, pred)
+        assert f"{scores['distance']:.0f} px: {'hit' if scores['hit_rate'] == 1 else 'miss'}" in title
+    assert "8 of 22 test cases with a point" in points_figure.get_suptitle()
+    assert "14 found, 8 missed, spread over grade" in points_figure.get_suptitle()
+    assert layout_problems(points_figure) == []
+
+
+def test_points_figure_marks_the_true_extent_and_keeps_both_points_in_view(points_figure):
+    from matplotlib.patches import Circle
+
+    frame = _point_predictions().set_index("id")
+    for ax in (ax for ax in points_figure.axes if ax.get_visible() and ax.get_title()):
+        row = frame.loc[ax.get_title().split("\n")[0]]
+        circles = [p for p in ax.patches if isinstance(p, Circle)]
+        solid = [c for c in circles if c.get_linestyle() == "-"]
+        assert len(solid) == 1 and solid[0].center == pytest.approx((row.x_true, row.y_true))
+        assert solid[0].radius == pytest.approx(row.size_true * PX_PER_MM / 2)  # the true diameter, in px
+        (x0, x1), (y1, y0) = ax.get_xlim(), ax.get_ylim()
+        for x, y in ((row.x_true, row.y_true), (row.x_pred, row.y_pred)):
+            assert x0 <= x <= x1 and y0 <= y <= y1
+
+
+def test_points_figure_without_images_draws_on_a_plain_frame():
+    fig = figures.render_points(_point_task(), _point_predictions())
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(panels) == 8 and not any(ax.images for ax in panels)
+
+
+def test_chosen_cases_spread_over_values_and_distances():
+    from mtl_core.point_figures import choose_cases
+
+    distance = np.arange(12, dtype=float)
+    hit = distance < 9  # 9 found, 3 missed: 5 found shown to make up eight
+    labels = ["a", "b", "c"] * 4
+    ids = [f"c{i}" for i in range(12)]
+    shown = choose_cases(distance, hit, labels, ids)
+    assert len(shown) == 8 and sorted(shown[5:]) == [9, 10, 11]
+    assert {labels[i] for i in shown[:5]} == {"a", "b", "c"}
+    assert shown == choose_cases(distance, hit, labels, ids)  # deterministic
+    # four of twelve missed cases: spread over the distances (median, quartiles...), not the four middle ones
+    assert choose_cases(distance, np.zeros(12, bool), [""] * 12, ids, per_group=2) == [1, 3, 6, 8]
+
+
+def test_points_figures_are_the_same_bytes_in_one_process_or_two(case_images, tmp_path, monkeypatch):
+    tasks, predictions = [_point_task()], _point_predictions()
+    two = write_figures(tmp_path / "two", tasks, predictions, HISTORIES, case_images)
+    monkeypatch.setattr(figures, "_can_fork", lambda: False)
+    one = write_figures(tmp_path / "one", tasks, predictions, HISTORIES, case_images)
+    assert [p.name for p in one] == ["points_location.png", "learning_curves.png", "loss_weights.png"]
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
+    assert caption(one[0]) == "Predicted and true points on test images: location"

@@ -63,3 +63,64 @@ def test_delta_m_leaves_out_components_without_single_task_values():
     grade = GRADE | {"single_task": {"accuracy": 0.8, "f1_macro": 0.25}}  # +0% and +100%: +50%
     assert delta_m({"grade": grade, "x": SIZE_X}) == 50.0
     assert delta_m({"grade": grade, "size": SIZE}) is None  # a task without single-task values: undefined
+
+
+# -- point tasks: their own section and localisation per stratum --------------------------------------------------
+
+POINT_METRICS = {"distance": 40.0, "median_distance": 30.0, "hit_rate": 0.6, "mae_x": 25.0, "mae_y": 20.0,
+                 "mae_extent": 3.0}
+LOCATION = _entry("point", POINT_METRICS, {k: 4 * v for k, v in POINT_METRICS.items()} | {"hit_rate": 0.05},
+                  unit="px")
+POINT_PARTS = {"x": SIZE_X | {"part_of": "location"}, "y": SIZE_X | {"part_of": "location"},
+               "size": SIZE | {"part_of": "location"}}
+POINT_SCHEMA = {"name": "location", "kind": "point", "unit": "px", "frame": [2048.0, 2048.0], "axes": ["x", "y"],
+                "extent": "size", "extent_unit": "mm", "extent_scale": 5.714, "hit_radius": None}
+
+
+def _localisation(report: str) -> str:
+    return report.split("## Localisation (point tasks)")[1].split("\n## ")[0]
+
+
+def test_point_section_defines_hit_and_frame_and_compares_with_the_mean_point():
+    tasks = {"grade": GRADE, "location": LOCATION, **POINT_PARTS}
+    section = _localisation(markdown_report({"plugin": "demo", "share_heatmap": False}, {"tasks": tasks},
+                                            [POINT_SCHEMA]))
+    assert "px in the 2048 x 2048 frame (origin top left, x to the right, y down)" in section
+    assert "A hit is a predicted point within one true size (a diameter; 5.71 px per mm)" in section
+    assert "mean training point (and the mean size)" in section and "Beats the baseline on distance: yes" in section
+    assert "| hit rate | 0.600 | 0.050 | yes |" in section and "| MAE size (mm) | 3.000 | 12.000 | yes |" in section
+    assert "| distance (px) | 40.000 | 160.000 | yes |" in section
+    assert "| MAE y (px) | 20.000 | 80.000 | yes |" in section
+    assert "(`model.share_heatmap`): off" in section
+
+
+def test_hit_without_an_extent_scale_is_the_hit_radius():
+    schema = POINT_SCHEMA | {"extent": None, "extent_scale": None, "hit_radius": 50.0}
+    section = _localisation(markdown_report({"share_heatmap": True, "plugin": "demo"}, {"tasks": {
+        "location": LOCATION}}, [schema]))
+    assert "A hit is a predicted point within 50.000 px of the true point (its `hit_radius`)." in section
+    assert "(`model.share_heatmap`): on" in section
+    default = _localisation(markdown_report({"plugin": "demo"}, {"tasks": {"location": LOCATION}},
+                                            [schema | {"hit_radius": None}]))
+    assert "within 144.815 px of the true point (5 % of the frame's diagonal" in default
+    assert "share_heatmap" not in default  # a summary without it says nothing about it
+
+
+def test_summary_states_whether_classification_reads_the_heatmap():
+    report = markdown_report({"plugin": "demo", "share_heatmap": True}, {"tasks": {"grade": GRADE}})
+    assert "- share_heatmap: True" in report.split("## Classification")[0]
+
+
+def test_strata_show_localisation_per_value_without_repeating_the_components():
+    strata = {"subtlety": {
+        "subtlety 1": {"grade": {"n": 5, "metrics": GRADE["metrics"]},
+                       "location": {"n": 4, "metrics": POINT_METRICS | {"hit_rate": 0.25}},
+                       "x": {"n": 4, "metrics": {"mae": 25.0}}},
+        "no nodule": {"grade": {"n": 3, "metrics": GRADE["metrics"]}, "location": {"n": 0, "metrics": {}}}}}
+    lines = strata_tables(strata, {"grade": GRADE, "location": LOCATION, **POINT_PARTS})
+    assert "| value | grade (F1 / Acc / Bal. Acc) |" in lines  # neither location nor x, y, size columns
+    assert "Localisation of `location` by subtlety:" in lines
+    assert ("| subtlety | n | distance (px) | median distance (px) | hit rate | MAE x (px) | MAE y (px) | "
+            "MAE size (mm) |") in lines
+    assert "| subtlety 1 | 4 | 40.000 | 30.000 | 0.250 | 25.000 | 20.000 | 3.000 |" in lines
+    assert not any(line.startswith("| no nodule | 0 |") for line in lines)  # no point in that stratum: left out
