@@ -10,6 +10,7 @@ from .options import (
     ClassificationSpec,
     Condition,
     PatternRule,
+    PointSpec,
     RegressionSpec,
     ShapesOptions,
     StratumSpec,
@@ -17,5 +18,5 @@ from .options import (
 )
 from .plugin import TablePlugin, build_task
 
-__all__ = ["BinarySpec", "ClassificationSpec", "Condition", "PatternRule", "RegressionSpec", "ShapesOptions",
-           "StratumSpec", "TableOptions", "TablePlugin", "build_task"]
+__all__ = ["BinarySpec", "ClassificationSpec", "Condition", "PatternRule", "PointSpec", "RegressionSpec",
+           "ShapesOptions", "StratumSpec", "TableOptions", "TablePlugin", "build_task"]

@@ -1,4 +1,4 @@
-"""Turn the cells of a table column into a task's targets: class indices or scaled values, NaN where missing.
+"""Turn the cells of table columns into a task's targets: class indices, scaled values or points, NaN where missing.
 
 All cells arrive as text (``pandas.read_csv(dtype=str)``). A cell is missing when its task's condition does not
 hold or it is one of the missing markers; otherwise it must be a label the task knows, or the error names the
@@ -17,7 +17,17 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .options import BinarySpec, Condition, RegressionSpec, Scalar, StratumSpec, _LabelledSpec, _TaskSpec, canonical
+from .options import (
+    BinarySpec,
+    Condition,
+    PointSpec,
+    RegressionSpec,
+    Scalar,
+    StratumSpec,
+    _LabelledSpec,
+    _TaskSpec,
+    canonical,
+)
 
 log = logging.getLogger(__name__)
 #: ``where(row)`` -> "labels.csv: line 7" (CSV) or "labels.parquet: row 6": how errors name a row.
@@ -68,17 +78,21 @@ def missing_cells(cells: pd.Series, markers: list[Scalar]) -> np.ndarray:
 
 
 def encode_task(name: str, spec: _TaskSpec, frame: pd.DataFrame, markers: list[Scalar], where: Where) -> np.ndarray:
-    """Targets (N,) float64 of task ``name``: class indices or values, NaN where the label is missing."""
-    column = spec.column or name
+    """Targets of task ``name``, NaN where the label is missing: class indices or values (N,) float64, or the
+    points of a point task (N, 2|3)."""
+    markers = spec.missing if spec.missing is not None else markers
+    if isinstance(spec, PointSpec):
+        return _points(name, spec, frame, markers, where)
+    column = spec.label_columns(name)[0]
     cells = frame[column]
-    labelled = applies(frame, spec.when) & ~missing_cells(cells, spec.missing if spec.missing is not None else markers)
+    labelled = applies(frame, spec.when) & ~missing_cells(cells, markers)
     if isinstance(spec, RegressionSpec):
-        return _values(name, column, spec, cells, labelled, where)
+        return _numbers(name, column, cells, labelled, where) * spec.scale + spec.offset
     return _classes(name, column, spec, cells, labelled, where)  # type: ignore[arg-type]
 
 
-def _values(name: str, column: str, spec: RegressionSpec, cells: pd.Series, labelled: np.ndarray,
-            where: Where) -> np.ndarray:
+def _numbers(name: str, column: str, cells: pd.Series, labelled: np.ndarray, where: Where) -> np.ndarray:
+    """The labelled cells as finite floats, NaN elsewhere."""
     out = np.full(len(cells), np.nan)
     for row in np.flatnonzero(labelled):
         raw = cells.iloc[row]
@@ -89,8 +103,33 @@ def _values(name: str, column: str, spec: RegressionSpec, cells: pd.Series, labe
         if not math.isfinite(value):
             raise DataError(f"{where(row)}, column {column!r} (task {name!r}): got {raw!r}, expected a finite "
                             f"number or a missing marker; add it to the task's `missing` if it means no label")
-        out[row] = value * spec.scale + spec.offset
+        out[row] = value
     return out
+
+
+def _points(name: str, spec: PointSpec, frame: pd.DataFrame, markers: list[Scalar], where: Where) -> np.ndarray:
+    """(N, 2|3): x and y inside the frame (both given or both missing), then the extent (>= 0) where given."""
+    applied = applies(frame, spec.when)
+    columns = list(spec.point_columns().values())
+    values = [_numbers(name, c, frame[c], applied & ~missing_cells(frame[c], markers), where) for c in columns]
+    for axis, limit in enumerate(spec.frame):
+        outside = np.flatnonzero((values[axis] < 0) | (values[axis] > limit))
+        if len(outside):
+            row, column = int(outside[0]), columns[axis]
+            raise DataError(f"{where(row)}, column {column!r} (task {name!r}): {frame[column].iloc[row]!r} lies "
+                            f"outside the frame (0 to {limit:g} {spec.unit}); give coordinates in the frame's "
+                            f"units, or set the task's `frame`")
+    half = np.flatnonzero(np.isnan(values[0]) != np.isnan(values[1]))
+    if len(half):
+        row = int(half[0])
+        given, lacking = (columns[0], columns[1]) if np.isnan(values[1][row]) else (columns[1], columns[0])
+        raise DataError(f"{where(row)}, column {lacking!r} (task {name!r}): no value beside {given!r} "
+                        f"{frame[given].iloc[row]!r}; a point needs both coordinates (or mark both missing)")
+    if len(values) == 3 and (values[2] < 0).any():
+        row = int(np.flatnonzero(values[2] < 0)[0])
+        raise DataError(f"{where(row)}, column {columns[2]!r} (task {name!r}): got {frame[columns[2]].iloc[row]!r}, "
+                        f"expected an extent >= 0 or a missing marker")
+    return np.stack(values, axis=1)
 
 
 def _classes(name: str, column: str, spec: _LabelledSpec, cells: pd.Series, labelled: np.ndarray,

@@ -67,13 +67,26 @@ class PatternRule(Strict):
 class _TaskSpec(Strict):
     """What every task declaration has."""
 
-    column: str | None = Field(None, description="column holding the label; default: the task's name")
     weight: float = Field(1.0, ge=0.0, description="static loss weight")
     missing: list[Scalar] | None = Field(None, description="cells meaning 'no label'; default: `missing_values`")
     when: Condition | None = Field(None, description="the task applies only where this condition holds")
 
+    def label_columns(self, name: str) -> list[str]:
+        """The table columns that task ``name`` reads."""
+        raise NotImplementedError
 
-class _LabelledSpec(_TaskSpec):
+
+class _ColumnSpec(_TaskSpec):
+    """Declarations of tasks whose label is one column."""
+
+    column: str | None = Field(None, description="column holding the label; default: the task's name")
+
+    def label_columns(self, name: str) -> list[str]:
+        """The label column: ``column``, else the task's name."""
+        return [self.column or name]
+
+
+class _LabelledSpec(_ColumnSpec):
     """Declarations of tasks whose labels are classes."""
 
     classes: list[str] | None = Field(None, description="class names in head order; default: the labels of "
@@ -135,7 +148,7 @@ class BinarySpec(_LabelledSpec):
         return list(self.classes) if self.classes is not None else ["negative", "positive"]
 
 
-class RegressionSpec(_TaskSpec):
+class RegressionSpec(_ColumnSpec):
     """A scalar target; the value used is ``cell * scale + offset``, in ``unit``."""
 
     kind: Literal["regression"] = Field(..., description="selects this kind of task")
@@ -149,7 +162,59 @@ class RegressionSpec(_TaskSpec):
                                                                                            "fit on the training part")
 
 
-TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec, Field(discriminator="kind")]
+class PointSpec(_TaskSpec):
+    """A location (x, y) in a frame such as the original image's pixels, with an optional extent read there.
+
+    The targets are (N, 2) ``x, y`` or (N, 3) with the extent, from two or three columns; a row without a point
+    (its condition does not hold, or its x and y are missing markers) is a negative where ``negatives`` holds.
+    The model needs ``model.pooling: map``.
+    """
+
+    kind: Literal["point"] = Field(..., description="selects this kind of task")
+    frame: tuple[float, float] = Field(..., description="width and height of the coordinate frame, in `unit` "
+                                                        "(e.g. [2048, 2048] pixels of the original image); "
+                                                        "origin top left, y down")
+    unit: str = Field("px", description="unit of x and y, shown in reports")
+    axes: tuple[str, str] = Field(("x", "y"), description="names of the x and y entries in metrics.json and "
+                                                          "predictions.csv")
+    x_column: str | None = Field(None, description="column of the x coordinate; default: the first axis name")
+    y_column: str | None = Field(None, description="column of the y coordinate; default: the second axis name")
+    extent: str | None = Field(None, description="name of the extent entry (e.g. 'size'); null: a point only")
+    extent_column: str | None = Field(None, description="column of the extent; default: `extent`")
+    extent_unit: str = Field("", description="unit of the extent ('mm')")
+    extent_scale: float | None = Field(None, gt=0.0, description="frame units per extent unit (pixels per mm): "
+                                                                  "a point within one extent of the truth is a "
+                                                                  "hit; null: within `hit_radius`")
+    hit_radius: float | None = Field(None, gt=0.0, description="distance in frame units that counts as a hit "
+                                                               "without `extent_scale`; default: 5% of the "
+                                                               "frame's diagonal")
+    negatives: bool = Field(True, description="a row without a point is known to have none (it teaches the "
+                                              "heatmap where nothing is); false: its label is only missing")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointSpec:
+        if min(self.frame) <= 0:
+            raise ValueError(f"frame must be two positive sizes (width, height), got {list(self.frame)}")
+        names = [*self.axes] + ([self.extent] if self.extent is not None else [])
+        if len(set(names)) != len(names):
+            raise ValueError(f"axes {list(self.axes)} and extent {self.extent!r} must be distinct names")
+        if self.extent is None and (self.extent_column is not None or self.extent_scale is not None):
+            raise ValueError("`extent_column` and `extent_scale` describe the extent: name it in `extent` too")
+        return self
+
+    def point_columns(self) -> dict[str, str]:
+        """Entry name -> column: the two axes, then the extent when there is one."""
+        out = {self.axes[0]: self.x_column or self.axes[0], self.axes[1]: self.y_column or self.axes[1]}
+        if self.extent is not None:
+            out[self.extent] = self.extent_column or self.extent
+        return out
+
+    def label_columns(self, name: str) -> list[str]:
+        """The x and y columns, and the extent's."""
+        return list(self.point_columns().values())
+
+
+TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec | PointSpec, Field(discriminator="kind")]
 
 
 class StratumSpec(Strict):

@@ -4,9 +4,10 @@ Example:
     >>> from mtl_core.plugins import load_plugin
     >>> plugin = load_plugin("table", {"tasks": {
     ...     "grade": {"kind": "classification", "classes": ["low", "high"]},
-    ...     "volume": {"kind": "regression", "column": "volume_ml", "unit": "ml"}}})
+    ...     "volume": {"kind": "regression", "column": "volume_ml", "unit": "ml"},
+    ...     "lesion": {"kind": "point", "frame": [512, 512], "extent": "diameter", "extent_unit": "mm"}}})
     >>> [(t.name, t.kind) for t in plugin.tasks()]
-    [('grade', 'classification'), ('volume', 'regression')]
+    [('grade', 'classification'), ('volume', 'regression'), ('lesion', 'point')]
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from ..data import Records
 from ..errors import DataError
 from ..imaging import core_reader_id
 from ..plugins import Plugin
+from ..point_task import PointTask
 from ..tasks import BinaryTask, ClassificationTask, RegressionTask, Task
 from .columns import Where, encode_task, stratum_values
 from .options import (
     BinarySpec,
     ClassificationSpec,
+    PointSpec,
     RegressionSpec,
     ShapesOptions,
     StratumSpec,
@@ -42,7 +45,11 @@ def build_task(name: str, spec: _TaskSpec) -> Task:
                                   label_smoothing=spec.label_smoothing)
     if isinstance(spec, BinarySpec):
         return BinaryTask(name, weight=spec.weight, classes=spec.class_names(), pos_weight=spec.pos_weight)
-    assert isinstance(spec, RegressionSpec)  # the union has three members
+    if isinstance(spec, PointSpec):
+        return PointTask(name, weight=spec.weight, unit=spec.unit, frame=spec.frame, axes=spec.axes,
+                         extent=spec.extent, extent_unit=spec.extent_unit, extent_scale=spec.extent_scale,
+                         hit_radius=spec.hit_radius, negatives=spec.negatives)
+    assert isinstance(spec, RegressionSpec)  # the union has four members
     return RegressionTask(name, weight=spec.weight, unit=spec.unit, loss_name=spec.loss, normalize=spec.normalize,
                           value_range=spec.value_range)
 
@@ -75,7 +82,8 @@ class TablePlugin(Plugin):
         for spec in self._strata_specs():
             wanted.setdefault(spec.column, "strata")
         for name, spec in o.tasks.items():
-            wanted.setdefault(spec.column or name, f"column of task {name!r}")
+            for column in spec.label_columns(name):
+                wanted.setdefault(column, f"column of task {name!r}")
             if spec.when is not None:
                 wanted.setdefault(spec.when.column, f"condition of task {name!r}")
         return wanted

@@ -73,3 +73,19 @@ def test_unknown_backbone_suggests(tmp_path, phantom, cache_env):
     done = mtl("run", str(EXAMPLE), "--data", str(phantom), *FAST, "--set", "model.backbones=[densnet121]",
                env=cache_env)
     assert done.returncode == 2 and "did you mean" in done.stderr.lower() and "densenet121" in done.stderr
+
+
+def test_point_task_on_pooled_features_is_refused_before_anything_is_extracted(tmp_path, phantom):
+    """The nodule's point task reads feature maps: `validate` and `run` refuse pooling 'avg' at once, and the run
+    stops before a single image is read (its cache folder stays empty)."""
+    env = {"MTL_CACHE_DIR": str(tmp_path / "cache"), "MTL_WEIGHTS_DIR": ""}
+    pooled = [*FAST, "--set", "model.pooling=avg"]
+    checked = mtl("validate", str(EXAMPLE), *pooled, env=env)
+    done = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(tmp_path / "out"), *pooled, env=env)
+    for refused in (checked, done):
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-1500:]
+        assert "task 'location' reads feature maps but model.pooling is 'avg'; set model.pooling to 'map'" in \
+            refused.stderr
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    regression = mtl("validate", str(EXAMPLE), *pooled, "--set", "plugin_options.localisation=regression", env=env)
+    assert regression.returncode == 0, regression.stderr  # the paper's scalar x, y, size heads read pooled vectors

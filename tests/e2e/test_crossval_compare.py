@@ -10,6 +10,7 @@ import pytest
 from .conftest import EXAMPLE, FAST, mtl
 
 QUICK = [*FAST, "--set", "train.epochs=8", "--set", "train.patience=3"]
+PRIMARY = {"classification": "f1_macro", "regression": "mae", "point": "distance"}
 SEVEN = "test_resnet;test_efficientnet;test_convnext;test_byobnet;test_nfnet;alexnet;test_resnet+test_efficientnet"
 
 
@@ -27,15 +28,17 @@ def test_cv_metrics_carry_spread_interval_and_delta_m(cv_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"]["folds"] == 3 and metrics["protocol"]["trainings"] == 6
     assert isinstance(metrics["delta_m"], float)
+    assert [name for name, task in metrics["tasks"].items() if "part_of" in task] == ["x", "y", "size"]
     for name, task in metrics["tasks"].items():
-        key = "mae" if task["kind"] == "regression" else "f1_macro"
+        key = PRIMARY[task["kind"]]
         values = task["folds"][key]
         assert len(values) == 6
         low, high = task["metrics_ci95"][key]
         assert low <= task["metrics"][key] <= high, name
         assert task["metrics_std"][key] >= 0
         assert abs(task["metrics"][key] - sum(values) / 6) < 1e-9
-        assert key in task["single_task"]
+        if "part_of" not in task:  # x, y and size are parts of location: its single-task model is theirs
+            assert key in task["single_task"], name
     assert "Delta_m" in done.stdout
 
 
@@ -53,11 +56,11 @@ def test_report_has_uncertainty_breakdowns_and_figures(cv_run):
     assert " ± " in report and "Delta_m" in report
     assert "### By size" in report and "(n=" in report and "### By subtlety" in report
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 9  # 4 confusion + 3 scatter + curves + weights
+    assert html.count("data:image/png;base64") >= 9  # 4 confusion + the points + 3 scatter (x, y, size) + curves
     metrics = json.loads((out / "metrics.json").read_text())
     sizes = metrics["strata"]["size"]
     assert set(sizes) <= {"<10 mm", "10-20 mm", "20-30 mm", ">=30 mm"}
-    assert sum(v["x"]["n"] for v in sizes.values()) == 154
+    assert sum(v["location"]["n"] for v in sizes.values()) == 154
 
 
 def test_too_many_folds_is_a_clean_error(phantom, cache_env):
@@ -75,7 +78,8 @@ def test_compare_seven_backbone_sets(phantom, tmp_path, cache_env):
     assert list(frame["backbones"])[-1] == "test_resnet+test_efficientnet"
     for task in ("subtlety", "state", "position", "diagnosis"):
         assert {f"{task}_accuracy", f"{task}_f1_macro"} <= set(frame.columns)
-    for task in ("x", "y", "size"):
+    assert {"location_distance", "location_hit_rate"} <= set(frame.columns)
+    for task in ("x", "y", "size"):  # the point's components, as the paper's regression columns
         assert {f"{task}_mse_scaled", f"{task}_mae_scaled", f"{task}_mae"} <= set(frame.columns)
     assert (out / "compare.md").read_text().count("\n|") >= 8
 

@@ -26,10 +26,10 @@ def test_run_on_layout(bits, nested, tmp_path, cache_env):
     done = mtl("run", str(EXAMPLE), "--data", str(data), "--output", str(out), *FAST, env=cache_env)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["tasks"]) == 7
+    assert list(metrics["tasks"]) == ["subtlety", "state", "position", "diagnosis", "location", "x", "y", "size"]
     assert metrics["run"]["cases"] == 247
     counts = metrics["label_counts"]
-    assert sum(counts["state"].values()) == 247 and sum(counts["x"].values()) == 154
+    assert sum(counts["state"].values()) == 247 and sum(counts["location"].values()) == 154
 
 
 def test_synthesize_rejects_bad_option(tmp_path, cache_env):

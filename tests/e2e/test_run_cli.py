@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,24 +12,30 @@ from PIL import Image
 from ..dicom_files import write_dicom
 from .conftest import EXAMPLE, FAST, mtl
 
-TASKS = ["subtlety", "state", "position", "diagnosis", "x", "y", "size"]
+TASKS = ["subtlety", "state", "position", "diagnosis", "location"]  # location: the nodule's x, y and size
+POINT = ["x", "y", "size"]  # the point task's components, reported like regression tasks
+KEYS = {"classification": ("accuracy", "f1_macro"), "regression": ("mse", "mae"), "point": ("distance", "hit_rate")}
 
 
 def test_run_writes_all_outputs(finished_run):
     out, done = finished_run
     for name in ("config.yaml", "metrics.json", "predictions.csv", "report.md", "model.safetensors", "model.json",
-                 "history.json"):
+                 "history.json", "ood.safetensors"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert sorted(metrics["tasks"]) == sorted(TASKS)
+    assert sorted(metrics["tasks"]) == sorted(TASKS + POINT)
+    assert metrics["tasks"]["location"]["kind"] == "point"
     for name, task in metrics["tasks"].items():
-        assert task["kind"] in ("classification", "regression")
-        keys = ("accuracy", "f1_macro") if task["kind"] == "classification" else ("mse", "mae")
-        for key in keys:
+        assert task["kind"] == ("regression" if name in POINT else "point" if name == "location" else
+                                "classification"), name
+        for key in KEYS[task["kind"]]:
             assert key in task["metrics"] and key in task["baseline"], (name, key)
         assert task["n"] > 0
+    assert all(metrics["tasks"][name]["part_of"] == "location" for name in POINT)
+    assert (metrics["tasks"]["x"]["unit"], metrics["tasks"]["size"]["unit"]) == ("px", "mm")
     # held-out label counts: non-nodules carry no nodule labels, so nodule tasks have fewer labels than state
-    assert metrics["tasks"]["x"]["n"] < metrics["tasks"]["state"]["n"]
+    assert metrics["tasks"]["location"]["n"] == metrics["tasks"]["x"]["n"] < metrics["tasks"]["state"]["n"]
+    assert metrics["run"]["pooling"].startswith("map 14x14")  # the example's feature maps, on the tiny backbones
     assert "RANDOM INITIALISATION" in (out / "report.md").read_text()
     assert "subtlety" in done.stdout and "baseline" in done.stdout
 
@@ -38,10 +45,13 @@ def test_predictions_csv_has_truth_and_prediction_per_task(finished_run):
     frame = pd.read_csv(out / "predictions.csv")
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(frame) == metrics["tasks"]["state"]["n"]
-    for task in TASKS:
+    for task in TASKS[:-1] + POINT:
         assert f"{task}_true" in frame and f"{task}_pred" in frame
     non_nodule = frame["state_true"] == "non-nodule"
-    assert frame.loc[non_nodule, "x_true"].isna().all()
+    assert frame.loc[non_nodule, ["x_true", "y_true", "size_true"]].isna().all().all()
+    assert frame.loc[~non_nodule, ["x_true", "y_true", "size_true"]].notna().all().all()
+    assert frame[["x_pred", "y_pred"]].stack().between(0, 2048).all()  # every image gets a point in the frame
+    assert (frame["size_pred"] >= 0).all() and frame["location_presence"].between(0, 1).all()
     assert set(frame["state_pred"]) <= {"benign", "malignant", "non-nodule"}
 
 
@@ -56,14 +66,20 @@ def test_predict_png_and_dicom_print_all_tasks(finished_run, phantom, tmp_path, 
     rows = json.loads(done.stdout)
     assert len(rows) == 2
     for row in rows:
-        for task in TASKS:
+        for task in TASKS[:-1]:
             assert "prediction" in row[task]
         assert row["state"]["prediction"] in ("benign", "malignant", "non-nodule")
         assert 0.0 <= row["state"]["probability"] <= 1.0
-        assert row["x"]["unit"] == "px" and row["size"]["unit"] == "mm"
+        location = row["location"]
+        assert 0 <= location["x"] <= 2048 and 0 <= location["y"] <= 2048 and location["size"] >= 0
+        assert location["unit"] == "px" and location["size_unit"] == "mm" and 0 <= location["presence"] <= 1
+        assert row["out_of_distribution"]["score"] >= 0 and isinstance(row["out_of_distribution"]["flagged"], bool)
     assert "SECRET-ID-123" not in done.stdout and "Doe" not in done.stdout
     csv = mtl("predict", str(out), str(png), env=cache_env)
-    assert csv.returncode == 0 and csv.stdout.splitlines()[0].split(",")[1:] == TASKS
+    assert csv.returncode == 0
+    header, line = csv.stdout.splitlines()
+    assert header.split(",")[1:] == [*TASKS, "out_of_distribution"]
+    assert re.search(r"x=[\d.]+ y=[\d.]+ size=[\d.]+ unit=px size_unit=mm presence=", line), line
 
 
 def test_predict_on_training_image_matches_run_predictions(finished_run, phantom, cache_env):
@@ -76,7 +92,10 @@ def test_predict_on_training_image_matches_run_predictions(finished_run, phantom
     row = json.loads(done.stdout)[0]
     assert row["state"]["prediction"] == case["state_pred"]
     assert row["subtlety"]["prediction"] == case["subtlety_pred"]
-    assert abs(row["x"]["prediction"] - case["x_pred"]) < 0.01 * 2048
+    # rounded to 0.1 px (0.1 mm), from float32 features instead of the cache's float16 ones: ~0.1 px apart here
+    location = row["location"]
+    assert abs(location["x"] - case["x_pred"]) < 2 and abs(location["y"] - case["y_pred"]) < 2
+    assert abs(location["size"] - case["size_pred"]) < 0.5
 
 
 def test_plugins_lists_jsrt():
@@ -109,4 +128,6 @@ def test_predict_reads_original_img_files(finished_run, phantom, tmp_path, cache
     write_jsrt_img(raw, big)
     done = mtl("predict", str(out), str(raw), "--format", "json", env=cache_env)
     assert done.returncode == 0, done.stderr
-    assert sorted(json.loads(done.stdout)[0]) == sorted(["image", *TASKS])
+    row = json.loads(done.stdout)[0]
+    assert sorted(row) == sorted(["image", *TASKS, "out_of_distribution"])
+    assert 0 <= row["location"]["x"] <= 2048 and 0 <= row["location"]["y"] <= 2048  # in the original's 2048 frame

@@ -32,12 +32,15 @@ from .conftest import (
     EXTRA_COLUMN,
     IDENTIFIERS,
     QUICK,
+    REPO,
     UNLISTED,
     QuirkyRun,
     error_lines,
     results_in,
     write_dicom,
 )
+
+TABLE_EXAMPLE = REPO / "examples" / "jsrt_table"  # the JSRT run declared with the generic table plugin
 
 
 @dataclass
@@ -146,6 +149,15 @@ def _read_only_output(ws: Workspace) -> list[str]:
     return ws.run()
 
 
+def _damaged_ood_check(ws: Workspace) -> list[str]:
+    """A copy of the session's run whose out-of-distribution check was cut short, given to `mtl predict`."""
+    assert ws.quirky is not None
+    run = ws.root / "run"
+    shutil.copytree(ws.quirky.out, run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "ood.safetensors").write_bytes((run / "ood.safetensors").read_bytes()[:40])
+    return ["predict", str(run), str(sorted((ws.phantom / "images").glob("*.png"))[0])]
+
+
 def _resume_other(ws: Workspace) -> list[str]:
     assert ws.quirky is not None
     return ws.run("--set", "train.lr=0.5", "--resume", data=ws.quirky.data, out=ws.quirky.out)
@@ -197,6 +209,12 @@ CASES: dict[str, Case] = {
                              "did you mean 'resnet50'"),
     "weights file for another architecture": Case(_foreign_weights, ("effnet.safetensors", "test_resnet"),
                                                   "same architecture"),
+    "point task on pooled features": Case(lambda ws: ws.run("--set", "model.pooling=avg"),
+                                          ("'location'", "model.pooling", "'avg'"), "set model.pooling to 'map'"),
+    "more feature levels than the backbone has": Case(lambda ws: ws.run("--set", "model.map_levels=9"),
+                                                      ("test_resnet", "got 9"), "set model.map_levels to at most"),
+    "point outside its frame (table plugin)": Case(lambda ws: ws.run(config=TABLE_EXAMPLE, data=ws.data(
+        _cell(4, "x", "3000"))), ("line 5", "'x'", "'location'", "3000", "0 to 2048"), "give coordinates in the frame"),
     # ---- the run folder
     "output folder not writable": Case(lambda ws: ws.run(out=ws.file("taken") / "run"), ("taken",), "writable"),
     "output folder read-only": Case(_read_only_output, ("out",), "writable"),
@@ -204,6 +222,8 @@ CASES: dict[str, Case] = {
                                     fault="disk-full:model.safetensors"),
     "--resume with another config": Case(_resume_other, ("train.lr", "0.0001", "0.5"), "resume with the same",
                                          needs_run=True),
+    "damaged out-of-distribution check": Case(_damaged_ood_check, ("ood.safetensors",), "re-run `mtl run`",
+                                              needs_run=True),
 }
 NO_FIX_YET = {  # engine messages that name the culprit but not yet the fix: see the reasons
 }

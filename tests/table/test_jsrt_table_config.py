@@ -80,4 +80,4 @@ def test_the_odd_spellings_are_really_labelled(jsrt_folder):
     assert groups[int(diagnosis["JPCLN003.png"])] == "lung cancer"  # 'lung canceror metastasis'
     assert groups[int(diagnosis["JPCLN009.png"])] == "benign tumour"  # 'suspected hamartoma'
     assert np.isnan(diagnosis["JPCLN012.png"])  # no rule knows 'mesothelioma'
-    assert np.isnan(records.targets["x"][-5:]).all()  # non-nodule images carry no nodule labels
+    assert np.isnan(records.targets["location"][-5:]).all()  # non-nodule images carry no nodule labels
