@@ -18,6 +18,7 @@ from mtl_core import metrics as M
 from mtl_core.data import Records
 from mtl_core.errors import DataError, MTLError
 from mtl_core.tasks import (
+    FIGURE_NAMES,
     TASK_KINDS,
     BinaryTask,
     ClassificationTask,
@@ -375,7 +376,7 @@ def test_every_registered_kind_round_trips_through_its_schema(kind):
     rebuilt = task_from_schema(task.describe())
     assert type(rebuilt) is cls and rebuilt.describe() == task.describe()
     assert set(cls.summary_metrics) | set(cls.beats_metrics) <= set(cls.higher_is_better)
-    assert cls.section and cls.figure in (None, "confusion", "scatter")
+    assert cls.section and cls.figure in (None, *FIGURE_NAMES)  # a figure that mtl_core.figures can draw
 
 
 def test_registered_kinds_include_plugin_kinds_and_declare_their_display():
