@@ -2,10 +2,10 @@
 
 The cases shown are chosen from the predictions alone, so the same predictions give the same figure: up to four
 found (a hit, as the task's ``hit_rate`` counts it) and four missed, each group spread over the values of a stratum
-(the one with the most values among the cases with a point: JSRT's subtlety levels) and, within a value, over the
-range of distances (the median case first). Each panel is a square window around the true and the predicted point,
-in the task's frame units, with the true extent as a solid circle, the predicted extent dashed, and the hit zone
-dotted.
+(the one with the most values among the cases with a point, such as a nodule's subtlety levels) and, within a
+value, over the range of distances (the median case first). Each panel is a square window around the true and the
+predicted point, in the task's frame units, with the true extent as a solid circle, the predicted extent dashed,
+and the hit zone dotted.
 """
 
 from __future__ import annotations
