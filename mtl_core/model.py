@@ -16,7 +16,8 @@ class MultiTaskModel(nn.Module):
     """Composes a :class:`BackboneFusion`, a :class:`ResidualSharedTrunk` and one head per task.
 
     With pooled features (``map_shape`` None) the trunk reads the fused vector. With feature maps (``map_shape``
-    (C, S, S), ``pooling: map``) the trunk reads each channel's mean over the map, and spatial tasks (a point task)
+    (C, S, S), ``pooling: map``) the trunk reads each channel's mean and maximum over the map (width 2C), and
+    spatial tasks (a point task)
     read the standardised map itself; with ``share_point_evidence`` the global heads also read each heatmap's
     strongest response (max and log-sum-exp of its logits), so a "something is there" that the heatmap already
     encodes can inform a classification.
@@ -49,6 +50,9 @@ class MultiTaskModel(nn.Module):
         self.spatial = spatial
         self.share_point_evidence = bool(share_point_evidence and spatial)
         width = trunk.fc1[1].in_features
+        if self.map_shape is not None and width != 2 * self.map_shape[0]:
+            raise MTLError(f"with feature maps of {self.map_shape[0]} channels the trunk reads their mean and maximum: "
+                           f"in_features must be {2 * self.map_shape[0]}, got {width}")
         # Per-feature standardisation of the fused vector, fit on the training features (identity until fit).
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_std", torch.ones(width))
@@ -86,13 +90,14 @@ class MultiTaskModel(nn.Module):
 
     @staticmethod
     def _pooled(maps: torch.Tensor) -> torch.Tensor:
-        """The vector the global tasks read from maps: each channel's mean over the cells. (B, C)."""
-        return maps.mean(dim=(2, 3))
+        """The vector the global tasks read from maps: each channel's mean and maximum over the cells (the maximum
+        keeps a small thing that the mean of a whole image dilutes). (B, C, S, S) -> (B, 2C)."""
+        return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
 
     def embedding(self, features: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
-        """The standardised vector the trunk reads (B, width): the fused features, or the pooled maps."""
+        """The standardised vector the trunk reads (B, width): the fused features, or the pooled maps (B, 2C)."""
         if self.map_shape is not None:
-            features = self._pooled(self._maps(features) if maps is None else maps)  # (B, C)
+            features = self._pooled(self._maps(features) if maps is None else maps)  # (B, 2C)
         return (features - self.feature_mean) / self.feature_std
 
     def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -130,7 +135,7 @@ def create_model(fusion: BackboneFusion, tasks: list[Task], trunk_options: dict,
     """A model over ``fusion``'s output: a trunk as wide as its vector (or its map's channels, pooled), the tasks'
     heads, and the fusion itself when ``attach`` (else the model runs on cached features only)."""
     shape = getattr(fusion, "map_shape", None)
-    trunk = ResidualSharedTrunk(shape[0] if shape else fusion.num_features, **trunk_options)
+    trunk = ResidualSharedTrunk(2 * shape[0] if shape else fusion.num_features, **trunk_options)  # mean and max
     return MultiTaskModel(fusion if attach else None, trunk, tasks, map_shape=shape, share_point_evidence=share_heatmap)
 
 

@@ -39,11 +39,16 @@ class PointTask(Task):
             extent (diameter) of the truth, else within ``hit_radius`` frame units.
         sigma: width of the Gaussian target in cells of the map.
         coordinate_weight: weight of the soft-argmax L1 loss (in fractions of the frame) beside the focal loss.
+        head_width: channels of the head's hidden layers; 0 for a linear score per cell.
+        decode_radius: decode by the soft-argmax over the cells within this many cells of the strongest one
+            (None: over the whole map, which a faint response anywhere pulls towards the centre).
+        lr_scale: the head's learning rate is the run's times this (a new head on frozen maps learns from
+            scratch, where the trunk's rate suits the paper's fully connected layers).
 
     Example:
         >>> task = PointTask("nodule", frame=(2048, 2048), extent="size", extent_unit="mm")
         >>> task.out_features, task.target_width
-        (2, 3)
+        (3, 3)
     """
 
     frame: tuple[float, float] = (1.0, 1.0)
@@ -55,7 +60,9 @@ class PointTask(Task):
     negatives: bool = True
     sigma: float = 1.0
     coordinate_weight: float = 10.0
-    head_width: int = 64
+    head_width: int = 0
+    decode_radius: int | None = 2
+    lr_scale: float = 10.0
     kind: ClassVar[str] = "point"
     spatial: ClassVar[bool] = True
     section: ClassVar[str] = "point"
@@ -79,8 +86,10 @@ class PointTask(Task):
         if len(self.axes) != 2 or len(set(names)) != len(names):
             raise MTLError(f"task {self.name!r}: axes must be two distinct names, and the extent another one; got "
                            f"{self.axes} and {self.extent!r}")
-        if self.sigma <= 0 or self.coordinate_weight < 0 or self.head_width < 1:
-            raise MTLError(f"task {self.name!r}: need sigma > 0, coordinate_weight >= 0 and head_width >= 1")
+        if self.sigma <= 0 or self.coordinate_weight < 0 or self.head_width < 0 or self.lr_scale <= 0 \
+                or (self.decode_radius is not None and self.decode_radius < 0):
+            raise MTLError(f"task {self.name!r}: need sigma > 0, coordinate_weight >= 0, head_width >= 0, "
+                           f"lr_scale > 0 and decode_radius >= 0 (or None)")
         self.axes = (str(self.axes[0]), str(self.axes[1]))
 
     # -- shapes ------------------------------------------------------------------------------------------------
@@ -91,8 +100,8 @@ class PointTask(Task):
 
     @property
     def out_features(self) -> int:
-        """Channels of the head's output map: the location logits, then the extent."""
-        return 1 + (self.extent is not None)
+        """Channels of the head's output map: presence logits, location logits, then the extent."""
+        return 2 + (self.extent is not None)
 
     def create_head(self, in_features: int) -> nn.Module:
         """A :class:`~mtl_core.heatmap.HeatmapHead` over ``in_features`` map channels."""
@@ -116,7 +125,9 @@ class PointTask(Task):
         negatives: bool = True
         sigma: float = 1.0
         coordinate_weight: float = 10.0
-        head_width: int = 64
+        head_width: int = 0
+        decode_radius: int | None = 2
+        lr_scale: float = 10.0
         centre: tuple[float, float] = (0.5, 0.5)
         extent_mean: float = 0.0
         extent_std: float = 1.0
@@ -168,27 +179,30 @@ class PointTask(Task):
         return torch.from_numpy(out), torch.from_numpy(mask)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Focal loss on every masked-in case, plus the coordinate (and extent) L1 where a point is given."""
-        logits = output[:, 0]  # (B, S, S)
+        """Focal loss on every masked-in case; where a point is given, the location cross-entropy, the coordinate
+        L1 (weighted by ``coordinate_weight``) and the extent L1."""
         present = target[:, 3] > 0.5
-        heat = H.gaussian_targets(target[:, :2], present, logits.shape[-1], self.sigma)
-        total = masked_mean(H.gaussian_focal_loss(logits, heat), mask)
+        heat = H.gaussian_targets(target[:, :2], present, output.shape[-1], self.sigma)
+        total = masked_mean(H.gaussian_focal_loss(output[:, 0], heat), mask)
         located = mask & present
-        found, probabilities = H.soft_argmax(logits)
+        found, probabilities = H.soft_argmax(output[:, 1])
         coordinate = (found - target[:, :2]).abs().sum(dim=1)
+        total = total + masked_mean(H.location_cross_entropy(output[:, 1], heat), located)
         total = total + self.coordinate_weight * masked_mean(coordinate, located)
         if self.extent is not None:
-            extent = (H.expected_extent(output[:, 1], probabilities) - target[:, 2]).abs()
+            extent = (H.expected_extent(output[:, 2], probabilities) - target[:, 2]).abs()
             total = total + masked_mean(extent, located & (target[:, 4] > 0.5))
         return total
 
     # -- predictions -------------------------------------------------------------------------------------------
     def decode(self, output: torch.Tensor) -> np.ndarray:
-        """Head maps (N, 1|2, S, S) -> (N, k): the soft-argmax point in frame units and the extent read there."""
-        found, probabilities = H.soft_argmax(output[:, 0])
+        """Head maps (N, 2|3, S, S) -> (N, k): the soft-argmax point in frame units and the extent read there."""
+        logits = output[:, 1]
+        found, probabilities = H.soft_argmax(logits) if self.decode_radius is None else \
+            H.local_soft_argmax(logits, self.decode_radius)
         columns = [found[:, 0] * self.frame[0], found[:, 1] * self.frame[1]]
         if self.extent is not None:
-            extent = H.expected_extent(output[:, 1], probabilities) * self._extent_std + self._extent_mean
+            extent = H.expected_extent(output[:, 2], probabilities) * self._extent_std + self._extent_mean
             columns.append(extent.clamp(min=0.0))  # an extent is never negative
         return torch.stack(columns, dim=1).detach().cpu().numpy().astype(np.float64)
 
@@ -271,13 +285,14 @@ class PointTask(Task):
         return {**super().describe(), "frame": list(self.frame), "axes": list(self.axes), "extent": self.extent,
                 "extent_unit": self.extent_unit, "extent_scale": self.extent_scale, "hit_radius": self.hit_radius,
                 "negatives": self.negatives, "sigma": self.sigma, "coordinate_weight": self.coordinate_weight,
-                "head_width": self.head_width, "centre": list(self._centre), "extent_mean": self._extent_mean,
+                "head_width": self.head_width, "decode_radius": self.decode_radius, "lr_scale": self.lr_scale,
+                "centre": list(self._centre), "extent_mean": self._extent_mean,
                 "extent_std": self._extent_std, "extent_range": self._extent_range}
 
     @classmethod
     def from_schema(cls, schema: dict[str, Any]) -> PointTask:
         keys = ("frame", "axes", "extent", "extent_unit", "extent_scale", "hit_radius", "negatives", "sigma",
-                "coordinate_weight", "head_width")
+                "coordinate_weight", "head_width", "decode_radius", "lr_scale")
         task = cls(schema["name"], weight=schema.get("weight", 1.0), unit=schema.get("unit", ""),
                    **{k: tuple(schema[k]) if k in ("frame", "axes") else schema[k] for k in keys if k in schema})
         task._centre = tuple(schema.get("centre", (0.5, 0.5)))

@@ -103,8 +103,14 @@ class Trainer:
         self._best_saved = -1  # epoch whose best weights the side file holds
 
     def _optimiser(self) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        params += [p for p in self.composer.parameters() if p.requires_grad]
+        # A task may ask for a faster head (a point task's new head on frozen maps): its own parameter group.
+        scaled = {name: float(getattr(task, "lr_scale", 1.0)) for name, task in self.composer.tasks.items()
+                  if getattr(task, "lr_scale", 1.0) != 1.0 and name in self.model.heads}
+        own = {id(p) for name in scaled for p in self.model.heads[name].parameters()}
+        params: list = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in own] +
+                         [p for p in self.composer.parameters() if p.requires_grad]}]
+        params += [{"params": [p for p in self.model.heads[name].parameters() if p.requires_grad],
+                    "lr": self.settings.lr * scale} for name, scale in scaled.items()]
         options = {"lr": self.settings.lr, "weight_decay": self.settings.weight_decay}
         try:  # the fused kernel is ~10x faster than the per-tensor loop torch uses on the CPU by default
             return torch.optim.Adam(params, fused=True, **options)

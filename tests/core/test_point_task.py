@@ -24,6 +24,16 @@ def _peaked(points_uv: list[tuple[float, float]], size: int = 8, height: float =
     return out
 
 
+def test_local_soft_argmax_ignores_responses_far_from_the_peak():
+    logits = torch.full((1, 8, 8), -10.0)
+    logits[0, 1, 1], logits[0, 1, 2] = 5.0, 5.0  # the target, between two cells
+    logits[0, 7, 7] = 4.9  # a near-equal response far away
+    local, _ = H.local_soft_argmax(logits, radius=1)
+    assert torch.allclose(local, torch.tensor([[2.0 / 8, 1.5 / 8]]), atol=1e-4)
+    far, _ = H.soft_argmax(logits)
+    assert far[0, 0] > 0.4  # the global one is pulled across the map
+
+
 def test_soft_argmax_of_a_single_peak_is_its_cell_centre():
     found, p = H.soft_argmax(_peaked([(0.3, 0.8)])[:, 0])
     assert torch.allclose(found, torch.tensor([[2.5 / 8, 6.5 / 8]]), atol=1e-5)
@@ -32,7 +42,10 @@ def test_soft_argmax_of_a_single_peak_is_its_cell_centre():
 
 def test_decoded_points_lie_inside_the_frame_whatever_the_logits():
     task = PointTask("spot", frame=(640, 480))
-    logits = torch.randn(64, 1, 16, 16) * 50  # wild outputs, as on an image unlike the training data
+    logits = torch.randn(64, 2, 16, 16) * 50  # wild outputs, as on an image unlike the training data
+    points = task.decode(logits)
+    assert (points >= 0).all() and (points[:, 0] <= 640).all() and (points[:, 1] <= 480).all()
+    task.decode_radius = None  # the global soft-argmax too
     points = task.decode(logits)
     assert (points >= 0).all() and (points[:, 0] <= 640).all() and (points[:, 1] <= 480).all()
 
@@ -49,16 +62,18 @@ def test_loss_is_lower_for_the_right_map_and_zero_weight_for_masked_cases():
     task.fit(values)
     target, mask = task.encode(values)
     assert mask.tolist() == [True, True]  # the second case is a negative: it teaches "nothing here"
-    right = torch.cat([_peaked([(0.31, 0.72), (0.5, 0.5)]), torch.zeros(2, 1, 8, 8)], dim=1)
-    right[1, 0] = -30.0  # nothing on the negative image
-    wrong = torch.cat([_peaked([(0.8, 0.1), (0.5, 0.5)]), torch.zeros(2, 1, 8, 8)], dim=1)
+    right = torch.cat([_peaked([(0.31, 0.72), (0.5, 0.5)])] * 2 + [torch.zeros(2, 1, 8, 8)], dim=1)
+    right[1, :2] = -30.0  # nothing on the negative image
+    heat = H.gaussian_targets(torch.tensor([[0.31, 0.72]]), torch.tensor([True]), 8, task.sigma)
+    right[0, 1] = torch.log(heat[0] + 1e-6)  # the location distribution the target asks for
+    wrong = torch.cat([_peaked([(0.8, 0.1), (0.5, 0.5)])] * 2 + [torch.zeros(2, 1, 8, 8)], dim=1)
     assert 10 * task.loss(right, target, mask) < task.loss(wrong, target, mask)  # right: sub-cell error only
     # a masked case contributes nothing, whatever its output
     only_first = torch.tensor([True, False])
     assert torch.allclose(task.loss(right, target, only_first), task.loss(wrong[[0, 0]] * 0 + right, target,
                                                                            only_first))
     garbage = right.clone()
-    garbage[1] = torch.randn(2, 8, 8) * 100
+    garbage[1] = torch.randn(3, 8, 8) * 100
     assert torch.allclose(task.loss(garbage, target, only_first), task.loss(right, target, only_first))
 
 
@@ -93,7 +108,7 @@ def test_metrics_components_and_schema_round_trip():
     assert parts["x"]["baseline"]["mae"] == pytest.approx(40.0)  # the mean point is at x = 50
     again = PointTask.from_schema(task.describe())
     assert again.describe() == task.describe()
-    out = torch.randn(3, 2, 8, 8)
+    out = torch.randn(3, 3, 8, 8)
     assert np.allclose(again.decode(out), task.decode(out))
 
 
@@ -117,7 +132,7 @@ def test_a_bright_dot_on_noise_is_found_within_two_pixels():
     task = PointTask("dot", frame=(size, size), head_width=16)
     train, test = slice(0, 224), slice(224, 320)
     task.fit(points[train])
-    model = MultiTaskModel(None, ResidualSharedTrunk(1, hidden=4, depth=0), [task], map_shape=(1, size, size))
+    model = MultiTaskModel(None, ResidualSharedTrunk(2, hidden=4, depth=0), [task], map_shape=(1, size, size))
     model.fit_feature_norm(images[train])
 
     def part(rows: slice) -> TensorData:
@@ -132,4 +147,4 @@ def test_a_bright_dot_on_noise_is_found_within_two_pixels():
     assert entry["metrics"]["distance"] < 0.25 * entry["baseline"]["distance"]
     presence = task.presence(output)
     found = task.labelled(points[test])
-    assert presence[found].mean() > 0.5 > presence[~found].mean()  # the heatmap also says whether a dot is there
+    assert presence[found].mean() > 2 * presence[~found].mean()  # the heatmap also says whether a dot is there
