@@ -69,6 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
     frame = compare(Path(args.dir), args.backbones, ablations=args.ablations, data=args.data, output=args.output,
+                    variants=args.variant,
                     overrides=_overrides(args),
                     allow_random=args.allow_random, say=_say, progress=_progress)
     print(f"{len(frame)} variants compared: {args.output / 'compare.csv'}, {args.output / 'compare.md'}")
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="example folder with config.yaml")
     p.add_argument("--backbones", required=True, help="sets separated by ';', fused backbones joined by '+'")
     p.add_argument("--ablations", help="comma-separated: no_residual, no_label_smoothing, equal_weights")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="a named row of settings (repeat NAME to add overrides), e.g. "
+                        "regression_heads:plugin_options.localisation=regression")
     p.add_argument("--data", type=Path)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -59,6 +59,22 @@ def parse_ablations(spec: str | None) -> list[str]:
     return names
 
 
+def parse_variants(specs: list[str] | None) -> dict[str, list[str]]:
+    """``--variant NAME:KEY=VALUE`` (repeatable; the same NAME again adds an override): named rows of settings,
+    e.g. ``regression_heads:plugin_options.localisation=regression``, beside the built-in ablations."""
+    variants: dict[str, list[str]] = {}
+    for spec in specs or []:
+        name, sep, override = spec.partition(":")
+        name = name.strip()
+        if not sep or not name or "=" not in override or not re.fullmatch(r"[a-z0-9_]+", name):
+            raise ConfigError(f"--variant {spec!r} is not NAME:KEY=VALUE with a snake_case name, e.g. "
+                              f"regression_heads:plugin_options.localisation=regression")
+        if name in ABLATIONS:
+            raise ConfigError(f"--variant {name!r} is a built-in ablation; choose another name")
+        variants.setdefault(name, []).append(override.strip())
+    return variants
+
+
 def ablation_overrides(name: str, config: RunConfig, smoothed: list[str]) -> list[str]:
     """Dotted overrides that switch one ingredient off; ``smoothed``: the tasks that have label smoothing."""
     if name == "no_residual":
@@ -109,7 +125,9 @@ def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
 
 def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
     """compare.md: one row per variant, a column group per metrics entry, ``mean ± std`` cells."""
-    tasks = results[0]["tasks"]
+    tasks: dict[str, Any] = {}
+    for metrics in results:  # every entry any row reports, in order of first appearance
+        tasks.update({k: v for k, v in metrics["tasks"].items() if k not in tasks})
     header = ["backbones", "ablation"]
     for name, t in tasks.items():
         header += [f"{name} {metric_label(k)}" + (f" ({t.get('unit', '')})" if k == "mae" else "")
@@ -117,21 +135,25 @@ def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) ->
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, metrics in zip(rows, results, strict=True):
         cells = [row["backbones"], row["ablation"]]
-        for t in metrics["tasks"].values():
-            cells += [cell(t, k, d) for k, d in _columns(t)]
+        for name, t in tasks.items():
+            own = metrics["tasks"].get(name)
+            cells += [cell(own, k, d) if own is not None else "–" for k, d in _columns(t)]
         lines.append("| " + " | ".join(cells) + " |")
     return "# Comparison\n\n" + "\n".join(lines) + "\n"
 
 
 def compare(target: Path, backbones: str, *, ablations: str | None = None, data: Path | None = None,
             output: Path, overrides: list[str] | None = None, allow_random: bool = False,
-            say: Callable[[str], None] = print, progress: Callable | None = None) -> pd.DataFrame:
-    """Run every (backbone set, ablation) variant into ``output/<variant>/`` and write compare.csv / .md."""
+            say: Callable[[str], None] = print, progress: Callable | None = None,
+            variants: list[str] | None = None) -> pd.DataFrame:
+    """Run every (backbone set, ablation or ``--variant``) row into ``output/<row>/`` and write compare.csv / .md.
+    Rows whose runs report other entries (a variant with other tasks) leave the cells they lack empty."""
     from .pipeline import execute
     from .plugins import load_plugin
     from .run import build_tasks
 
-    sets, names = parse_backbones(backbones), parse_ablations(ablations)
+    sets, names, named = parse_backbones(backbones), parse_ablations(ablations), parse_variants(variants)
+    names += list(named)
     base = load_config(target, overrides or [])
     check_backbones(sets, allow_random)
     smoothed = [t.name for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)
@@ -144,7 +166,7 @@ def compare(target: Path, backbones: str, *, ablations: str | None = None, data:
             start = time.perf_counter()
             config = load_config(target, (overrides or []) + [f"model.backbones=[{','.join(backbone_set)}]",
                                                               "fallback=null"]
-                                 + ablation_overrides(ablation, base, smoothed))
+                                 + (named.get(ablation) or ablation_overrides(ablation, base, smoothed)))
             result = execute(config, data=data, output=Path(output) / variant.slug, say=say, progress=progress)
             rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
             results.append(result.metrics)

@@ -109,7 +109,7 @@ class PointTask(Task):
 
     def labelled(self, values: np.ndarray) -> np.ndarray:
         """Cases with a point: x and y both given. (N, k) -> (N,) bool."""
-        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        values = np.asarray(values, dtype=np.float64).reshape(-1, self.target_width)
         return ~np.isnan(values[:, :2]).any(axis=1)
 
     class Schema(TaskSchema):
@@ -258,7 +258,7 @@ class PointTask(Task):
 
     def table_columns(self, values: np.ndarray, which: str) -> dict[str, list]:
         """``x_true``, ``y_true`` (and ``size_true``), or the ``_pred`` ones; None where a case has no point."""
-        values = np.asarray(values, np.float64).reshape(len(values), -1)
+        values = np.asarray(values, np.float64).reshape(-1, self.target_width)
         return {f"{name}_{which}": [None if np.isnan(v) else float(v) for v in values[:, col]]
                 for col, name in enumerate(self._columns())}
 

@@ -131,12 +131,12 @@ class Task:
     def labelled(self, values: np.ndarray) -> np.ndarray:
         """Which cases carry a label: (N,) bool. Default: not NaN; with several columns, any column given."""
         missing = np.isnan(np.asarray(values, dtype=np.float64))
-        return ~missing if missing.ndim == 1 else ~missing.reshape(len(missing), -1).all(axis=1)
+        return ~missing if missing.ndim == 1 else ~missing.reshape(len(missing), max(1, self.target_width)).all(axis=1)
 
     def invalid_targets(self, values: np.ndarray) -> tuple[np.ndarray, str]:
         """Labelled cases whose value is impossible for this task, (N,) bool, and what was expected instead."""
         infinite = np.isinf(np.asarray(values, dtype=np.float64))
-        bad = infinite if infinite.ndim == 1 else infinite.reshape(len(infinite), -1).any(axis=1)
+        bad = infinite if infinite.ndim == 1 else infinite.reshape(len(infinite), max(1, self.target_width)).any(axis=1)
         return bad, "a finite number (NaN only where the label is missing)"
 
     def validate(self, values: np.ndarray, where: str = "") -> None:

@@ -148,3 +148,9 @@ def test_a_bright_dot_on_noise_is_found_within_two_pixels():
     presence = task.presence(output)
     found = task.labelled(points[test])
     assert presence[found].mean() > 2 * presence[~found].mean()  # the heatmap also says whether a dot is there
+
+
+def test_an_empty_part_has_no_labels_and_no_columns():
+    task = PointTask("spot", extent="size")
+    assert task.labelled(np.zeros((0, 3))).shape == (0,)
+    assert task.table_columns(np.zeros((0, 3)), "pred") == {"x_pred": [], "y_pred": [], "size_pred": []}
