@@ -83,6 +83,12 @@ class ClassTask(Task):
         return {**super().describe(), "classes": list(self.classes), "majority": self._majority}
 
 
+def _class_scores(truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """The metrics every class task reports."""
+    return {"accuracy": M.accuracy(truth, prediction), "balanced_accuracy": M.balanced_accuracy(truth, prediction),
+            "f1_macro": M.f1_macro(truth, prediction)}
+
+
 @register_task_kind
 @dataclass
 class ClassificationTask(ClassTask):
@@ -157,12 +163,7 @@ class ClassificationTask(ClassTask):
         return torch.softmax(output.float(), dim=1).cpu().numpy()
 
     def score(self, truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
-        return {
-            "accuracy": M.accuracy(truth, prediction),
-            "balanced_accuracy": M.balanced_accuracy(truth, prediction),
-            "f1_macro": M.f1_macro(truth, prediction),
-            "f1_weighted": M.f1_weighted(truth, prediction),
-        }
+        return {**_class_scores(truth, prediction), "f1_weighted": M.f1_weighted(truth, prediction)}
 
     @classmethod
     def loss_label(cls, schema: dict[str, Any]) -> str:
@@ -228,12 +229,7 @@ class BinaryTask(ClassTask):
         return np.stack([1 - p, p], axis=1)
 
     def score(self, truth: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
-        return {
-            "accuracy": M.accuracy(truth, prediction),
-            "balanced_accuracy": M.balanced_accuracy(truth, prediction),
-            "f1_macro": M.f1_macro(truth, prediction),
-            "f1": M.binary_f1(truth, prediction),
-        }
+        return {**_class_scores(truth, prediction), "f1": M.binary_f1(truth, prediction)}
 
     @classmethod
     def loss_label(cls, schema: dict[str, Any]) -> str:
