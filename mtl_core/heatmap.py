@@ -108,7 +108,7 @@ class HeatmapHead(nn.Module):
         torch.Size([2, 3, 16, 16])
     """
 
-    def __init__(self, in_channels: int, width: int = 64, with_extent: bool = False, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: int, width: int = 0, with_extent: bool = False, dropout: float = 0.1) -> None:
         super().__init__()
         outputs = 1 + int(with_extent)
         if width == 0:
