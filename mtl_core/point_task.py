@@ -196,13 +196,16 @@ class PointTask(Task):
 
     # -- predictions -------------------------------------------------------------------------------------------
     def decode(self, output: torch.Tensor) -> np.ndarray:
-        """Head maps (N, 2|3, S, S) -> (N, k): the soft-argmax point in frame units and the extent read there."""
+        """Head maps (N, 2|3, S, S) -> (N, k): the soft-argmax point in frame units and the extent read there,
+        shrunk towards the training mean by the presence probability (a mixture of "found: the extent read at the
+        point" and "not found: the prior mean", so a wrong location does not give a confident wrong size)."""
         logits = output[:, 1]
         found, probabilities = H.soft_argmax(logits) if self.decode_radius is None else \
             H.local_soft_argmax(logits, self.decode_radius)
         columns = [found[:, 0] * self.frame[0], found[:, 1] * self.frame[1]]
         if self.extent is not None:
-            extent = H.expected_extent(output[:, 2], probabilities) * self._extent_std + self._extent_mean
+            sure = torch.sigmoid(output[:, 0].float().flatten(1).max(dim=1).values)  # (N,) presence
+            extent = sure * H.expected_extent(output[:, 2], probabilities) * self._extent_std + self._extent_mean
             columns.append(extent.clamp(min=0.0))  # an extent is never negative
         return torch.stack(columns, dim=1).detach().cpu().numpy().astype(np.float64)
 
