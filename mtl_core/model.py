@@ -17,10 +17,9 @@ class MultiTaskModel(nn.Module):
 
     With pooled features (``map_shape`` None) the trunk reads the fused vector. With feature maps (``map_shape``
     (C, S, S), ``pooling: map``) the trunk reads each channel's mean and maximum over the map (width 2C), and
-    spatial tasks (a point task)
-    read the standardised map itself; with ``share_point_evidence`` the global heads also read each heatmap's
-    strongest response (max and log-sum-exp of its logits), so a "something is there" that the heatmap already
-    encodes can inform a classification.
+    spatial tasks (a point task) read the standardised map itself; with ``share_point_evidence`` the global heads
+    also read each heatmap's strongest response (max and log-sum-exp of its logits), so a "something is there"
+    that the heatmap already encodes can inform a classification.
 
     The same weights run from images (``model(images)``) or from cached fused features
     (``model.forward_features(features)``), so a model trained on cached features predicts on new images directly.
@@ -40,7 +39,7 @@ class MultiTaskModel(nn.Module):
         names = [t.name for t in tasks]
         if not tasks or len(set(names)) != len(names):
             raise MTLError(f"a model needs at least one task and unique task names, got {names}")
-        spatial = [t.name for t in tasks if getattr(t, "spatial", False)]
+        spatial = [t.name for t in tasks if t.spatial]
         if spatial and map_shape is None:
             raise MTLError(f"task {spatial[0]!r} reads feature maps; set model.pooling to 'map' (pooled vectors "
                            f"cannot say where something is)")
@@ -60,8 +59,8 @@ class MultiTaskModel(nn.Module):
             self.register_buffer("map_mean", torch.zeros(self.map_shape[0]))
             self.register_buffer("map_std", torch.ones(self.map_shape[0]))
         evidence = 2 * len(spatial) if self.share_point_evidence else 0
-        self.heads = nn.ModuleDict({t.name: _head(t, self.map_shape[0] if t.name in spatial else
-                                                  trunk.out_features + evidence) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: t.create_head(self.map_shape[0] if t.name in spatial else
+                                                          trunk.out_features + evidence) for t in tasks})
 
     @torch.no_grad()
     def fit_feature_norm(self, features: torch.Tensor, rows: np.ndarray | None = None,
@@ -137,12 +136,6 @@ def create_model(fusion: BackboneFusion, tasks: list[Task], trunk_options: dict,
     shape = getattr(fusion, "map_shape", None)
     trunk = ResidualSharedTrunk(2 * shape[0] if shape else fusion.num_features, **trunk_options)  # mean and max
     return MultiTaskModel(fusion if attach else None, trunk, tasks, map_shape=shape, share_point_evidence=share_heatmap)
-
-
-def _head(task: Task, in_features: int) -> nn.Module:
-    """The task's own head when it builds one, else a linear layer."""
-    create = getattr(task, "create_head", None)
-    return create(in_features) if create is not None else nn.Linear(in_features, task.out_features)
 
 
 def _fit_norm(chunks: list, mean_out: torch.Tensor, std_out: torch.Tensor) -> None:

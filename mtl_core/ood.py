@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import RunError
+from .outputs import save_weights
 
 
 def knn_distance(queries: torch.Tensor, reference: torch.Tensor, k: int, skip_self: bool = False) -> torch.Tensor:
@@ -72,14 +73,10 @@ class DistanceCheck:
         return (knn_distance(embeddings.float(), self.reference, self.k) / self.threshold).numpy()
 
     def save(self, path: Path) -> None:
-        """Write as safetensors with the settings in its metadata (no pickle)."""
-        from safetensors.torch import save_file
-
+        """Write atomically as safetensors with the settings in its metadata (no pickle)."""
         meta = {"threshold": self.threshold, "k": self.k, "quantile": self.quantile,
                 "calibrated_on": self.calibrated_on}
-        tmp = Path(path).with_suffix(".tmp")
-        save_file({"reference": self.reference.contiguous()}, str(tmp), metadata={"ood": json.dumps(meta)})
-        tmp.replace(path)
+        save_weights(Path(path), {"reference": self.reference}, {"ood": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: Path) -> DistanceCheck:

@@ -146,8 +146,8 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     metrics["out_of_distribution"] = {"method": f"mean distance to the {check.k} nearest training cases",
                                       "threshold": check.threshold, "quantile": check.quantile,
                                       "calibrated_on": check.calibrated_on}
+    check.save(out / "ood.safetensors")  # before _write_run, whose metrics.json marks a finished run
     _write_run(out, config, prep, fusion, model_cfg, image_size, final, results, predictions, metrics, summary)
-    check.save(out / "ood.safetensors")
     checkpoints.finish()
     return RunResult(out, metrics, console_table(tasks_metrics))
 

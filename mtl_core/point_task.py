@@ -204,14 +204,18 @@ class PointTask(Task):
             H.local_soft_argmax(logits, self.decode_radius)
         columns = [found[:, 0] * self.frame[0], found[:, 1] * self.frame[1]]
         if self.extent is not None:
-            sure = torch.sigmoid(output[:, 0].float().flatten(1).max(dim=1).values)  # (N,) presence
-            extent = sure * H.expected_extent(output[:, 2], probabilities) * self._extent_std + self._extent_mean
+            read = H.expected_extent(output[:, 2], probabilities)  # (N,) normalised; the training mean is 0
+            extent = self._presence(output) * read * self._extent_std + self._extent_mean
             columns.append(extent.clamp(min=0.0))  # an extent is never negative
         return torch.stack(columns, dim=1).detach().cpu().numpy().astype(np.float64)
 
     def presence(self, output: torch.Tensor) -> np.ndarray:
         """How sure the heatmap is that there is a point at all: its highest cell probability. (N,)."""
-        return torch.sigmoid(output[:, 0].float().flatten(1).max(dim=1).values).detach().cpu().numpy()
+        return self._presence(output).detach().cpu().numpy()
+
+    @staticmethod
+    def _presence(output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output[:, 0].float().flatten(1).max(dim=1).values)  # (N,)
 
     def baseline_prediction(self, n: int) -> np.ndarray:
         """The mean training point (and mean extent) for every case."""

@@ -131,9 +131,8 @@ def check_model_for_tasks(model: ModelConfig, tasks: list[Task]) -> None:
     """A task that reads feature maps needs ``pooling: map``: say so before anything is extracted."""
     spatial = [t.name for t in tasks if t.spatial]
     if spatial and model.pooling != "map":
-        raise ConfigError(f"task {spatial[0]!r} reads "
-                          f"feature maps but model.pooling is {model.pooling!r}; set model.pooling to 'map' (or "
-                          f"disable the task)")
+        raise ConfigError(f"task {spatial[0]!r} reads feature maps but model.pooling is {model.pooling!r}; set "
+                          f"model.pooling to 'map' (or disable the task)")
 
 
 def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
