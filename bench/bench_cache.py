@@ -29,9 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtl_core.backbones import BackboneFusion
-from mtl_core.features import FeatureCache
-from mtl_core.imaging import read_image
+from mtl_core.features import BackboneFusion, FeatureCache
+from mtl_core.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jsrt_res_mtnet"

@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtl_core.backbones import BackboneFusion
-from mtl_core.data import ImageDataset, load_image_tensor
-from mtl_core.imaging import read_image
-from mtl_core.input_cache import InputCache
+from mtl_core.data import ImageDataset, InputCache, load_image_tensor
+from mtl_core.features import BackboneFusion
+from mtl_core.io import read_image
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

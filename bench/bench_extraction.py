@@ -23,7 +23,7 @@ import time
 import timm
 import torch
 
-from mtl_core.backbones import BackboneFusion, backbone_source
+from mtl_core.features import BackboneFusion, backbone_source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ timed region; warm-up batches come first, and the first compiled call is timed o
 
 Prints images/s per mode and the ratios engine default / plain bf16+channels_last and engine compiled / plain
 compiled (targets >= 0.9). Needs torch, timm and torchvision, not pydantic: only ``mtl_core.accel`` and
-``mtl_core.backbones`` are imported, from this checkout.
+``mtl_core.features.backbones`` are imported, from this checkout.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from mtl_core.accel import Compiled, precision_context, resolve_precision, use_channels_last  # noqa: E402
-from mtl_core.backbones import BackboneFusion  # noqa: E402
+from mtl_core.features import BackboneFusion  # noqa: E402
 
 PLAIN = {"fp32": "plain fp32", "tf32": "plain tf32", "bf16": "plain bf16 autocast",
          "bf16_cl": "plain bf16 autocast + channels_last", "compiled": "plain torch.compile + bf16 + channels_last"}

@@ -2,7 +2,7 @@
 
 Each size runs in a fresh process (this script with ``--child N``) on the configuration of ``examples/shapes``
 with 32 px shape images, the example's tiny backbones, one epoch and an empty ``MTL_CACHE_DIR``. The child times
-the phases of ``mtl run`` separately, calling the functions ``mtl_core.pipeline.execute`` calls:
+the phases of ``mtl run`` separately, calling the functions ``mtl_core.workflow.pipeline.execute`` calls:
 
 * generation: ``prepare`` (writes the synthetic data set into the cache, reads and checks its table);
 * extraction: ``compute_inputs`` on the cold feature cache (decode, resize, backbones, hashing, cache writes),
@@ -76,8 +76,15 @@ def child(n: int, threads: int | None) -> dict[str, float]:
 
     from mtl_core.accel import extraction_batch
     from mtl_core.config import load_config
-    from mtl_core.run import build_fusion, compute_inputs, effective_model, make_splits, prepare, train_and_predict
-    from mtl_core.trainer import pick_device
+    from mtl_core.train import pick_device
+    from mtl_core.workflow.run import (
+        build_fusion,
+        compute_inputs,
+        effective_model,
+        make_splits,
+        prepare,
+        train_and_predict,
+    )
 
     def say(message: str) -> None:
         print(message, file=sys.stderr)

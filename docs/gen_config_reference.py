@@ -290,8 +290,8 @@ every task; no code is needed. See `examples/shapes/` and `examples/jsrt_table/`
 
 
 def _table_plugin_sections() -> list[str]:
-    """The option models of the built-in ``table`` plugin (``mtl_core.table``), one table each."""
-    from mtl_core.table.options import TableOptions
+    """The option models of the built-in ``table`` plugin (``mtl_core.plugins.table``), one table each."""
+    from mtl_core.plugins.table.options import TableOptions
 
     seen: dict[type[BaseModel], str] = {}
     _walk(TableOptions, "plugin_options", seen)

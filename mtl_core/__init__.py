@@ -11,24 +11,34 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: public name -> the module (under mtl_core) that defines it
 _EXPORTS = {
     "MTLError": "errors", "ConfigError": "errors", "DataError": "errors", "PluginError": "errors",
     "WeightsError": "errors", "RunError": "errors",
     "Registry": "registry",
-    "Task": "tasks", "ClassificationTask": "tasks", "BinaryTask": "tasks", "RegressionTask": "tasks",
-    "ClassTask": "tasks", "TaskSchema": "tasks", "TASK_KINDS": "tasks", "register_task_kind": "tasks",
-    "task_from_schema": "tasks", "PointTask": "point_task",
-    "Backbone": "backbones", "BackboneFusion": "backbones",
-    "ResidualSharedTrunk": "trunk", "MultiTaskModel": "model",
-    "LossComposer": "losses", "LossOutput": "losses", "Weighting": "losses", "WEIGHTINGS": "losses",
-    "Trainer": "trainer", "TrainSettings": "trainer", "History": "trainer",
-    "Records": "data", "TensorData": "data",
-    "FeatureCache": "features", "extract_features": "features",
-    "RunConfig": "config", "load_config": "config",
-    "Plugin": "plugins", "load_plugin": "plugins", "list_plugins": "plugins",
-    "read_image": "imaging",
-    "evaluate_outputs": "evaluation",
-    "check_plugin": "conformance", "ConformanceReport": "conformance",
+    "RunConfig": "config", "load_config": "config", "validate_model": "config",
+    "read_image": "io.images", "register_reader": "io.images", "supported_suffixes": "io.images",
+    "core_reader_id": "io.images",
+    "Task": "tasks.base", "TaskSchema": "tasks.base", "TASK_KINDS": "tasks.base", "register_task_kind": "tasks.base",
+    "task_from_schema": "tasks.base", "ClassificationTask": "tasks.kinds", "BinaryTask": "tasks.kinds",
+    "RegressionTask": "tasks.kinds", "ClassTask": "tasks.kinds", "PointTask": "tasks.point",
+    "Records": "data.records", "TensorData": "data.records",
+    "Backbone": "features.backbones", "BackboneFusion": "features.backbones",
+    "FeatureCache": "features.cache", "extract_features": "features.cache",
+    "ResidualSharedTrunk": "model.trunk", "MultiTaskModel": "model.network", "create_model": "model.network",
+    "LossComposer": "train.losses", "LossOutput": "train.losses", "Weighting": "train.losses",
+    "WEIGHTINGS": "train.losses", "Trainer": "train.trainer", "TrainSettings": "train.trainer",
+    "History": "train.trainer",
+    "evaluate_outputs": "evaluate.scores",
+    "Plugin": "plugins.contract", "load_plugin": "plugins.contract", "list_plugins": "plugins.contract",
+    "check_plugin": "plugins.conformance", "ConformanceReport": "plugins.conformance",
+}
+#: the layers, lowest first: a module imports its own room and lower layers only (tests/core/test_layers.py)
+LAYERS = {
+    "errors": 0, "registry": 1, "config": 2, "accel": 2,
+    "io": 3, "tasks": 4, "data": 5, "features": 6, "model": 7,
+    "train": 8, "evaluate": 8, "plugins": 8,
+    "report": 9, "workflow": 10, "cli": 11,
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

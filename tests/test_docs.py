@@ -102,7 +102,7 @@ def test_the_task_kind_of_the_docs_registers_trains_reports_and_round_trips(monk
     section with the verdict on its beats metric, and rebuilt by task_from_schema."""
     import torch
 
-    from mtl_core.evaluation import evaluate_outputs
+    from mtl_core.evaluate import evaluate_outputs
     from mtl_core.report import beats_baseline, markdown_report
     from mtl_core.tasks import TASK_KINDS, task_from_schema
 

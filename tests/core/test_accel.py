@@ -12,7 +12,7 @@ from mtl_core import accel
 from mtl_core.config import RunConfig, validate_model
 from mtl_core.errors import ConfigError, RunError
 from mtl_core.features import FeatureCache, extract_features
-from mtl_core.imaging import read_image
+from mtl_core.io import read_image
 from tests.core.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
 
 SIZE = 32

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mtl_core.errors import ConfigError, MTLError
-from mtl_core.losses import WEIGHTINGS
 from mtl_core.registry import Registry, suggest
 from mtl_core.tasks import TASK_KINDS
+from mtl_core.train import WEIGHTINGS
 
 # Every registry the engine exposes, with the error its lookups raise. A new registry belongs here.
 PROJECT_REGISTRIES = [pytest.param(WEIGHTINGS, ConfigError, id="weightings"),

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from mtl_core import Plugin, Records, RegressionTask, Task, TaskSchema, register_task_kind
-from mtl_core.metrics import regression_errors
 from mtl_core.tasks import masked_mean
+from mtl_core.tasks.metrics import regression_errors
 
 
 @register_task_kind

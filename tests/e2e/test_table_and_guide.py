@@ -61,7 +61,7 @@ def _assert_equal(got, expected, where: str = "") -> None:
 
 def test_jsrt_table_and_shapes_pass_the_conformance_check(phantom, cache_env):
     from mtl_core.config import load_config
-    from mtl_core.conformance import check_plugin
+    from mtl_core.plugins import check_plugin
 
     jsrt = mtl("plugins", "check", "jsrt_res_mtnet", "--data", str(phantom), env=cache_env)
     assert jsrt.returncode == 0 and jsrt.stdout.rstrip().endswith("passed: 8 checks"), jsrt.stdout

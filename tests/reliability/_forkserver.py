@@ -50,8 +50,8 @@ def serve() -> None:
     import torchvision  # noqa: F401
 
     import mtl_core.cli  # noqa: F401
-    import mtl_core.pipeline  # noqa: F401
-    import mtl_core.predict  # noqa: F401
+    import mtl_core.workflow.pipeline  # noqa: F401
+    import mtl_core.workflow.predict  # noqa: F401
 
     timm.list_models()
     for line in sys.stdin:

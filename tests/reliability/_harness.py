@@ -24,7 +24,7 @@ def _strike(kind: str) -> None:
 
 
 def _count_extraction(limit: int) -> None:
-    from mtl_core.backbones import BackboneFusion
+    from mtl_core.features import BackboneFusion
 
     forward, calls = BackboneFusion.forward, [0]
 

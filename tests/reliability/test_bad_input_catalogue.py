@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtl_core.imaging import read_image
+from mtl_core.io import read_image
 from tests.e2e import test_bad_input_cli as e2e
 
 from .conftest import (

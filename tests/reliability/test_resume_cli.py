@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mtl_core.checkpoint import checkpoint_file, load_checkpoint
+from mtl_core.train.checkpoint import checkpoint_file, load_checkpoint
 
 from .conftest import EXAMPLE, FAST, error_lines, results_in
 

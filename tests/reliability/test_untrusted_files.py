@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from mtl_core.errors import RunError, WeightsError
-from mtl_core.outputs import load_weights
-from mtl_core.weights import read_state_dict
+from mtl_core.features.state_dicts import read_state_dict
+from mtl_core.io import load_weights
 
 from .conftest import IDENTIFIERS, REPO, error_lines
 

@@ -24,9 +24,9 @@ from mtl_core import (
     Records,
     RegressionTask,
     Task,
+    core_reader_id,
+    validate_model,
 )
-from mtl_core.config import validate_model
-from mtl_core.imaging import core_reader_id
 
 from .layout import find_layout, list_images, resolve_image
 from .metadata import DIAGNOSIS_GROUPS, FRAME_SIZE, LOBES, STATES, read_metadata

@@ -86,8 +86,8 @@ def write_jsrt_img(path: str | Path, array01: np.ndarray) -> None:
 
 
 def register_img_reader() -> None:
-    """Make :func:`mtl_core.imaging.read_image` read ``.IMG`` files with :func:`read_jsrt_img`; safe to repeat."""
-    from mtl_core.imaging import register_reader, supported_suffixes
+    """Make :func:`mtl_core.read_image` read ``.IMG`` files with :func:`read_jsrt_img`; safe to repeat."""
+    from mtl_core import register_reader, supported_suffixes
 
     if IMG_SUFFIX not in supported_suffixes():
         register_reader(IMG_SUFFIX, read_jsrt_img)

@@ -1,0 +1,22 @@
+"""Reading and writing files: images (PNG, JPEG, TIFF, DICOM and registered readers) and the engine's own
+files (atomic writes, JSON, CSV, safetensors)."""
+
+from __future__ import annotations
+
+from .files import (
+    atomic_write,
+    cache_dir,
+    file_digest,
+    load_weights,
+    read_json,
+    safetensors_chunks,
+    safetensors_header,
+    save_weights,
+    tensor_bytes,
+    write_csv,
+    write_error,
+    write_json,
+)
+from .images import core_reader_id, read_image, register_reader, supported_suffixes
+
+__all__ = ["atomic_write", "cache_dir", "core_reader_id", "file_digest", "load_weights", "read_image", "read_json", "register_reader", "safetensors_chunks", "safetensors_header", "save_weights", "supported_suffixes", "tensor_bytes", "write_csv", "write_error", "write_json"]

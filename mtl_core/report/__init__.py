@@ -1,0 +1,10 @@
+"""What a run shows: the markdown and HTML reports and the figures."""
+
+from __future__ import annotations
+
+from .canvas import CaseImages
+from .figures import write_figures
+from .html import write_html
+from .markdown import beats_baseline, cell, console_table, markdown_report, metric_label, section_of, summary_metrics
+
+__all__ = ["CaseImages", "beats_baseline", "cell", "console_table", "markdown_report", "metric_label", "section_of", "summary_metrics", "write_figures", "write_html"]

@@ -1,0 +1,172 @@
+"""``mtl compare``: the same multi-task setup over several backbone sets and ablations (the paper's Tables 1/2
+for any data set)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import RunConfig, load_config
+from ..errors import ConfigError, WeightsError
+from ..features import backbone_source, pretrained_available
+from ..io import atomic_write, write_csv
+from ..plugins import load_plugin
+from ..registry import suggest
+from ..report import cell, metric_label, section_of, summary_metrics
+from .pipeline import execute
+from .run import build_tasks
+
+#: ablation name -> what it switches off
+ABLATIONS = {
+    "none": "the configuration as it is",
+    "no_residual": "no residual connections in the shared trunk",
+    "no_label_smoothing": "label smoothing 0 on every task that has it (classification)",
+    "equal_weights": "every task's loss weighted 1",
+}
+
+
+@dataclass
+class Variant:
+    """One row of a comparison."""
+
+    backbones: list[str]
+    ablation: str
+
+    @property
+    def slug(self) -> str:
+        """Folder name of its run."""
+        name = "+".join(self.backbones) + ("" if self.ablation == "none" else f"__{self.ablation}")
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def parse_backbones(spec: str) -> list[list[str]]:
+    """``"resnet18;densenet161+efficientnet_b7"`` -> ``[["resnet18"], ["densenet161", "efficientnet_b7"]]``."""
+    sets = [[b.strip() for b in part.split("+") if b.strip()] for part in spec.split(";") if part.strip()]
+    if not sets:
+        raise ConfigError(f"--backbones {spec!r} names no backbone; separate sets with ';' and fuse with '+'")
+    return sets
+
+
+def parse_ablations(spec: str | None) -> list[str]:
+    """Comma-separated ablation names (``none`` is always first)."""
+    names = ["none"] + [a.strip() for a in (spec or "").split(",") if a.strip() and a.strip() != "none"]
+    for name in names:
+        if name not in ABLATIONS:
+            raise ConfigError(suggest(name, list(ABLATIONS), "ablation"))
+    return names
+
+
+def parse_variants(specs: list[str] | None) -> dict[str, list[str]]:
+    """``--variant NAME:KEY=VALUE`` (repeatable; the same NAME again adds an override): named rows of settings,
+    e.g. ``regression_heads:plugin_options.localisation=regression``, beside the built-in ablations."""
+    variants: dict[str, list[str]] = {}
+    for spec in specs or []:
+        name, sep, override = spec.partition(":")
+        name = name.strip()
+        if not sep or not name or "=" not in override or not re.fullmatch(r"[a-z0-9_]+", name):
+            raise ConfigError(f"--variant {spec!r} is not NAME:KEY=VALUE with a snake_case name, e.g. "
+                              f"regression_heads:plugin_options.localisation=regression")
+        if name in ABLATIONS:
+            raise ConfigError(f"--variant {name!r} is a built-in ablation; choose another name")
+        variants.setdefault(name, []).append(override.strip())
+    return variants
+
+
+def ablation_overrides(name: str, config: RunConfig, smoothed: list[str]) -> list[str]:
+    """Dotted overrides that switch one ingredient off; ``smoothed``: the tasks that have label smoothing."""
+    if name == "no_residual":
+        return ["model.trunk.residual=false"] + (["fallback.trunk.residual=false"]
+                                                 if config.fallback and config.fallback.trunk else [])
+    if name == "no_label_smoothing":
+        return [f"tasks.{t}.label_smoothing=0" for t in smoothed]
+    if name == "equal_weights":
+        return ["loss.strategy=equal"]
+    return []
+
+
+def check_backbones(sets: list[list[str]], allow_random: bool) -> None:
+    """Every name must exist; without ``allow_random`` every backbone needs pretrained weights on this machine."""
+    names = sorted({n for s in sets for n in s})
+    for name in names:
+        backbone_source(name)  # unknown names fail with suggestions
+    missing = [n for n in names if not allow_random and not pretrained_available(n)]
+    if missing:
+        raise WeightsError(f"no pretrained weights on this machine for {', '.join(missing)}: put <name>.safetensors "
+                           f"in $MTL_WEIGHTS_DIR, or pass --allow-random to compare randomly initialised backbones")
+
+
+def _columns(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """(metric, digits) per column of an entry: MSE and MAE scaled and in units for the regression section,
+    else its kind's summary metrics."""
+    if section_of(entry) == "regression":
+        return ("mse_scaled", 5), ("mae_scaled", 5), ("mae", 3)
+    return tuple((k, 3) for k in summary_metrics(entry))
+
+
+def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"backbones": "+".join(variant.backbones), "ablation": variant.ablation}
+    for name, t in metrics["tasks"].items():
+        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if section_of(t) == "regression" else summary_metrics(t)
+        for key in keys:
+            row[f"{name}_{key}"] = t["metrics"].get(key)
+            low, high = t.get("metrics_ci95", {}).get(key, [None, None])
+            row[f"{name}_{key}_ci95_low"], row[f"{name}_{key}_ci95_high"] = low, high
+    row["delta_m"] = metrics.get("delta_m")
+    row["wall_time_s"] = metrics["run"]["wall_time_s"]
+    row["weights"] = metrics["run"]["weights"]
+    return row
+
+
+def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+    """compare.md: one row per variant, a column group per metrics entry, ``mean ± std`` cells."""
+    tasks: dict[str, Any] = {}
+    for metrics in results:  # every entry any row reports, in order of first appearance
+        tasks.update({k: v for k, v in metrics["tasks"].items() if k not in tasks})
+    header = ["backbones", "ablation"]
+    for name, t in tasks.items():
+        header += [f"{name} {metric_label(k)}" + (f" ({t.get('unit', '')})" if k == "mae" else "")
+                   for k, _ in _columns(t)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, metrics in zip(rows, results, strict=True):
+        cells = [row["backbones"], row["ablation"]]
+        for name, t in tasks.items():
+            own = metrics["tasks"].get(name)
+            cells += [cell(own, k, d) if own is not None else "–" for k, d in _columns(t)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "# Comparison\n\n" + "\n".join(lines) + "\n"
+
+
+def compare(target: Path, backbones: str, *, ablations: str | None = None, data: Path | None = None,
+            output: Path, overrides: list[str] | None = None, allow_random: bool = False,
+            say: Callable[[str], None] = print, progress: Callable | None = None,
+            variants: list[str] | None = None) -> pd.DataFrame:
+    """Run every (backbone set, ablation or ``--variant``) row into ``output/<row>/`` and write compare.csv / .md.
+    Rows whose runs report other entries (a variant with other tasks) leave the cells they lack empty."""
+    sets, names, named = parse_backbones(backbones), parse_ablations(ablations), parse_variants(variants)
+    names += list(named)
+    base = load_config(target, overrides or [])
+    check_backbones(sets, allow_random)
+    smoothed = [t.name for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)
+                if hasattr(t, "label_smoothing")]
+    rows, results = [], []
+    for backbone_set in sets:
+        for ablation in names:
+            variant = Variant(backbone_set, ablation)
+            say(f"== {variant.slug}")
+            start = time.perf_counter()
+            config = load_config(target, (overrides or []) + [f"model.backbones=[{','.join(backbone_set)}]",
+                                                              "fallback=null"]
+                                 + (named.get(ablation) or ablation_overrides(ablation, base, smoothed)))
+            result = execute(config, data=data, output=Path(output) / variant.slug, say=say, progress=progress)
+            rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
+            results.append(result.metrics)
+    frame = pd.DataFrame(rows)
+    write_csv(Path(output) / "compare.csv", frame)
+    atomic_write(Path(output) / "compare.md", markdown_table(rows, results))
+    return frame
