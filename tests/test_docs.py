@@ -121,3 +121,13 @@ def test_the_task_kind_of_the_docs_registers_trains_reports_and_round_trips(monk
     report = markdown_report({"plugin": "docs"}, {"tasks": {"subtlety": entry}})
     assert "## Ordinal" in report and "| task | unit | n | grade_mae | baseline grade_mae | Acc |" in report
     assert type(task_from_schema(task.describe())) is type(task)
+
+
+def test_every_module_path_the_docs_name_exists():
+    # the docs point readers at files (`mtl_core/features/cache.py`); a moved or renamed module must move them too
+    named = set()
+    for page in [ROOT / "README.md", *DOCS.glob("*.md"), *ROOT.glob("plugins/*/README.md")]:
+        named |= {(page.name, m) for m in re.findall(r"\bmtl_core/[\w/]+\.py\b", page.read_text(encoding="utf-8"))}
+    assert named, "the docs name no module at all: is the pattern still right?"
+    missing = sorted(f"{page}: {path}" for page, path in named if not (ROOT / path).is_file())
+    assert missing == []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write, file_digest, safetensors_chunks, tensor_bytes
+from ..io import atomic_write, checksum, file_digest, read_checked, safetensors_chunks, tensor_bytes
 from .records import ImageReader, load_image_tensor, reader_identity
 
 log = logging.getLogger(__name__)
@@ -43,27 +43,14 @@ class InputCache:
         if cached is not None:
             return cached
         image = load_image_tensor(path, reader, size).contiguous()
-        checksum = hashlib.sha256(tensor_bytes(image)).hexdigest()
-        atomic_write(entry, safetensors_chunks({"image": image}, {"checksum": checksum}), durable=False)
+        stored = {"checksum": checksum([tensor_bytes(image)])}
+        atomic_write(entry, safetensors_chunks({"image": image}, stored), durable=False)
         return image
 
     @staticmethod
     def _load(entry: Path) -> torch.Tensor | None:
-        if not entry.is_file():
-            return None
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(entry), framework="pt") as fh:
-                checksum = (fh.metadata() or {}).get("checksum")
-                image = fh.get_tensor("image")
-            if checksum != hashlib.sha256(tensor_bytes(image)).hexdigest():
-                raise ValueError("checksum does not match the contents")
-            return image
-        except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
-            log.warning("dropping corrupt input cache entry %s (%s); decoding the image again", entry, exc)
-            entry.unlink(missing_ok=True)
-            return None
+        found = read_checked(entry, "image", "input cache", "decoding the image again")
+        return None if found is None else found[0]
 
 
 __all__ = ["InputCache"]

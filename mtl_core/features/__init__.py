@@ -10,4 +10,8 @@ from .memory import check_features_fit
 from .names import backbone_source
 from .weights import pretrained_available, pretrained_file
 
-__all__ = ["Backbone", "BackboneFusion", "BackboneInfo", "FeatureCache", "LazyFusion", "backbone_source", "check_features_fit", "create_fusion", "extract_features", "library_versions", "pretrained_available", "pretrained_file"]
+__all__ = [
+    "Backbone", "BackboneFusion", "BackboneInfo", "FeatureCache", "LazyFusion", "backbone_source",
+    "check_features_fit", "create_fusion", "extract_features", "library_versions", "pretrained_available",
+    "pretrained_file"
+]

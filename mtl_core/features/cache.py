@@ -25,7 +25,7 @@ import torch
 from ..accel import Compiled, out_of_memory, precision_context, resolve_precision, use_channels_last
 from ..data import ImageDataset, ImageReader, reader_identity
 from ..errors import MTLError
-from ..io import atomic_write, file_digest, safetensors_header, tensor_bytes
+from ..io import atomic_write, checksum, drop_entry, file_digest, read_checked, safetensors_header, tensor_bytes
 from .backbones import BackboneFusion
 from .memo import library_versions
 
@@ -126,13 +126,6 @@ def extract_features(fusion: BackboneFusion, paths: list[Path], reader: ImageRea
     return out
 
 
-def _checksum(views: list) -> str:
-    digest = hashlib.sha256()
-    for view in views:
-        digest.update(view)
-    return digest.hexdigest()
-
-
 class _Continued:
     """One progress bar across several extraction passes: their ``close`` leaves it open."""
 
@@ -163,22 +156,18 @@ class FeatureCache:
 
     def _load(self, path: Path) -> tuple[list[str], torch.Tensor | None]:
         """Digests and features of one bucket file; nothing when absent or corrupt (a corrupt file is dropped)."""
-        if not path.is_file():
+        found = read_checked(path, "features", "feature cache", "recomputing")
+        if found is None:
             return [], None
+        tensor, meta = found
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-                tensor = fh.get_tensor("features")
             digests = json.loads(meta.get("digests", "[]"))
-            if meta.get("checksum") != _checksum([tensor_bytes(tensor)]) or len(digests) != len(tensor):
-                raise ValueError("checksum does not match the contents")
-            return digests, tensor
-        except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
-            log.warning("dropping corrupt feature cache entry %s (%s); recomputing", path, exc)
-            path.unlink(missing_ok=True)
+        except ValueError as exc:
+            digests = exc
+        if not isinstance(digests, list) or len(digests) != len(tensor):
+            drop_entry(path, "feature cache", "recomputing", "its digests do not match its rows")
             return [], None
+        return digests, tensor
 
     @staticmethod
     def _store(folder: Path, bucket: str, fresh: dict[str, torch.Tensor]) -> None:
@@ -188,7 +177,7 @@ class FeatureCache:
         rows = [tensor_bytes(fresh[d]) for d in digests]
         first = fresh[digests[0]]
         shape = torch.empty(len(rows), first.numel(), dtype=first.dtype, device="meta")  # the header needs no data
-        header = safetensors_header({"features": shape}, {"digests": json.dumps(digests), "checksum": _checksum(rows)})
+        header = safetensors_header({"features": shape}, {"digests": json.dumps(digests), "checksum": checksum(rows)})
         atomic_write(folder / f"{bucket}.{secrets.token_hex(6)}.safetensors", [header, *rows])
 
     def features(self, fusion: BackboneFusion | LazyFusion, paths: list[Path], reader: ImageReader, image_size: int, *,

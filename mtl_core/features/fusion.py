@@ -2,7 +2,8 @@
 
 A run whose features are all in the feature cache needs its backbones only for their description (part of the
 cache key and of the run's records) and for the checksum of their weights (``model.json``). Both are remembered
-(:mod:`mtl_core.features.memo`) the first time the fusion is built, keyed by everything that decides them: the names, each
+(:mod:`mtl_core.features.memo`) the first time the fusion is built, keyed by everything that decides them: the names,
+each
 backbone's weights (random with its seed, or the file with its size and modification time), pooling, grid (map
 size and levels for pooling ``map``), image size and library versions. The next run gets a :class:`LazyFusion`,
 which builds the real :class:`~mtl_core.features.backbones.BackboneFusion` only when images must go through it (cache

@@ -92,7 +92,8 @@ def pretrained_file(name: str, *, fresh: bool = False) -> Path | None:
     """The file of ``name``'s pretrained ImageNet weights in an installed weights package
     (:mod:`mtl_core.features.weight_packages`), else in the Hugging Face or torch hub cache, or None.
 
-    The hub caches' answer is remembered (:mod:`mtl_core.features.memo`) until one of the places looked at changes, so that
+    The hub caches' answer is remembered (:mod:`mtl_core.features.memo`) until one of the places looked at changes, so
+    that
     asking again imports neither timm nor torchvision; ``fresh`` looks again (building a backbone always does).
     """
     if name in LOCAL_BACKBONES:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from .files import (
     atomic_write,
     cache_dir,
+    checksum,
+    drop_entry,
     file_digest,
     load_weights,
+    read_checked,
     read_json,
     safetensors_chunks,
     safetensors_header,
@@ -19,4 +22,8 @@ from .files import (
 )
 from .images import core_reader_id, read_image, register_reader, supported_suffixes
 
-__all__ = ["atomic_write", "cache_dir", "core_reader_id", "file_digest", "load_weights", "read_image", "read_json", "register_reader", "safetensors_chunks", "safetensors_header", "save_weights", "supported_suffixes", "tensor_bytes", "write_csv", "write_error", "write_json"]
+__all__ = [
+    "atomic_write", "cache_dir", "checksum", "core_reader_id", "drop_entry", "file_digest", "load_weights",
+    "read_checked", "read_image", "read_json", "register_reader", "safetensors_chunks", "safetensors_header",
+    "save_weights", "supported_suffixes", "tensor_bytes", "write_csv", "write_error", "write_json"
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -15,6 +16,8 @@ import pandas as pd
 import torch
 
 from ..errors import RunError
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: temporary files are created private (0600), results get the usual permissions
@@ -142,6 +145,40 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - not safetensors: refuse, never unpickle
         raise RunError(f"{path} is not a valid safetensors file ({type(exc).__name__}); refusing to load it") from None
+
+
+def checksum(views: list) -> str:
+    """SHA-256 (hex) of the bytes of ``views`` in order: what a cache entry stores of its tensor's contents."""
+    digest = hashlib.sha256()
+    for view in views:
+        digest.update(view)
+    return digest.hexdigest()
+
+
+def read_checked(path: Path, name: str, what: str, then: str) -> tuple[torch.Tensor, dict[str, str]] | None:
+    """Tensor ``name`` of the safetensors cache entry ``path`` and its metadata, when the ``checksum`` it stores
+    matches the contents; None when the entry is absent. A damaged entry is deleted with a warning (``what`` names
+    the cache, ``then`` says what happens instead) and None returned, so a cache can only be slower, never wrong."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensor = fh.get_tensor(name)
+        if meta.get("checksum") != checksum([tensor_bytes(tensor)]):
+            raise ValueError("checksum does not match the contents")
+        return tensor, meta
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
+        drop_entry(path, what, then, exc)
+        return None
+
+
+def drop_entry(path: Path, what: str, then: str, reason: object) -> None:
+    """Delete a damaged cache entry, saying so."""
+    log.warning("dropping corrupt %s entry %s (%s); %s", what, path, reason, then)
+    path.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> Any:

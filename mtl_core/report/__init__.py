@@ -7,4 +7,7 @@ from .figures import write_figures
 from .html import write_html
 from .markdown import beats_baseline, cell, console_table, markdown_report, metric_label, section_of, summary_metrics
 
-__all__ = ["CaseImages", "beats_baseline", "cell", "console_table", "markdown_report", "metric_label", "section_of", "summary_metrics", "write_figures", "write_html"]
+__all__ = [
+    "CaseImages", "beats_baseline", "cell", "console_table", "markdown_report", "metric_label", "section_of",
+    "summary_metrics", "write_figures", "write_html"
+]

@@ -1,6 +1,7 @@
 """``report.html``: the run's ``report.md`` as one self-contained page, figures embedded as base64 PNG.
 
-Only the Markdown subset that :mod:`mtl_core.report.markdown` writes is understood (``#``/``##`` headings, ``- `` bullets,
+Only the Markdown subset that :mod:`mtl_core.report.markdown` writes is understood (``#``/``##`` headings, ``- ``
+bullets,
 pipe tables, paragraphs, inline code); a Markdown library would be a new dependency for five constructs. The page
 loads nothing from anywhere: inline CSS, ``data:`` image URIs, no scripts.
 """

@@ -16,4 +16,7 @@ from .base import (
 from .kinds import BinaryTask, ClassificationTask, ClassTask, RegressionTask
 from .point import PointTask
 
-__all__ = ["BinaryTask", "ClassTask", "ClassificationTask", "FIGURE_NAMES", "PointTask", "RegressionTask", "TASK_KINDS", "Task", "TaskSchema", "format_target", "kind_class", "masked_mean", "register_task_kind", "task_from_schema"]
+__all__ = [
+    "BinaryTask", "ClassTask", "ClassificationTask", "FIGURE_NAMES", "PointTask", "RegressionTask", "TASK_KINDS",
+    "Task", "TaskSchema", "format_target", "kind_class", "masked_mean", "register_task_kind", "task_from_schema"
+]

@@ -323,4 +323,7 @@ def task_from_schema(schema: dict[str, Any]) -> Task:
 
 
 
-__all__ = ["FIGURE_NAMES", "TASK_KINDS", "Task", "TaskSchema", "format_target", "kind_class", "masked_mean", "register_task_kind", "task_from_schema"]
+__all__ = [
+    "FIGURE_NAMES", "TASK_KINDS", "Task", "TaskSchema", "format_target", "kind_class", "masked_mean",
+    "register_task_kind", "task_from_schema"
+]

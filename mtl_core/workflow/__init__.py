@@ -7,4 +7,7 @@ from .pipeline import execute
 from .predict import load_run, predict_images
 from .run import build_tasks, check_model_for_tasks, effective_model, prepare
 
-__all__ = ["build_tasks", "check_model_for_tasks", "compare", "effective_model", "execute", "load_run", "predict_images", "prepare"]
+__all__ = [
+    "build_tasks", "check_model_for_tasks", "compare", "effective_model", "execute", "load_run", "predict_images",
+    "prepare"
+]

@@ -13,7 +13,7 @@ from mtl_core.config import RunConfig, validate_model
 from mtl_core.errors import ConfigError, RunError
 from mtl_core.features import FeatureCache, extract_features
 from mtl_core.io import read_image
-from tests.core.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
+from tests.core.train.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
 
 SIZE = 32
 

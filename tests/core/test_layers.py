@@ -110,7 +110,8 @@ def test_function_level_imports_say_why(module: str) -> None:
     for target, line, in_function in GRAPH[module]:
         if not in_function:
             continue
-        assert "# lazy:" in _said(lines, line), f"{module}:{line} imports {target} inside a function without a '# lazy:' comment"
+        assert "# lazy:" in _said(lines, line), \
+            f"{module}:{line} imports {target} inside a function without a '# lazy:' comment"
 
 
 def test_no_import_circle() -> None:

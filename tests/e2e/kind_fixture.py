@@ -4,7 +4,7 @@
 gets a report section of its own. ``shift`` (where the first blob sits relative to the image centre: two target
 columns dx, dy) has no figure and reports regression-like components ``<name>_dx`` and ``<name>_dy``. Nothing in
 ``mtl_core`` knows either kind: ``mtl run`` and ``mtl predict`` import this module as the plugin ``kinds_fixture``
-through an entry point that tests/e2e/test_task_kinds.py installs, and tests/core/test_tasks.py imports it to test
+through an entry point that tests/e2e/test_task_kinds.py installs, and tests/core/tasks/test_tasks.py imports it to test
 the registry with kinds it did not ship with. No pytest here: the CLI imports this module.
 """
 

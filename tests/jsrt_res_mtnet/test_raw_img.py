@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jsrt_res_mtnet.raw_img import JSRT_BYTES, JSRT_SHAPE, read_jsrt_img, register_img_reader, write_jsrt_img
 
-from mtl_core.io import images as imaging
 from mtl_core.errors import DataError
+from mtl_core.io import images as imaging
 
 
 @pytest.fixture

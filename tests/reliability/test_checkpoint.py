@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_core.train import checkpoint as ckpt
-from mtl_core.train import trainer as trainer_module
 from mtl_core.errors import RunError
 from mtl_core.train import WEIGHTINGS
-from tests.core.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
+from mtl_core.train import checkpoint as ckpt
+from mtl_core.train import trainer as trainer_module
+from tests.core.train.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
 
 EPOCHS = 6
 

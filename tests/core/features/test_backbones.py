@@ -1,4 +1,5 @@
-"""Tests for mtl_core.features.backbones and mtl_core.features.weights: fused widths, inputs, freezing, names and weight files."""
+"""Tests for mtl_core.features.backbones and mtl_core.features.weights: fused widths, inputs, freezing, names and
+weight files."""
 
 from __future__ import annotations
 

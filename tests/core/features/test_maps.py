@@ -15,10 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtl_core.features import memory
 from mtl_core.config import ModelConfig, RunConfig
 from mtl_core.errors import ConfigError
-from mtl_core.features import BackboneFusion
+from mtl_core.features import BackboneFusion, memory
 from mtl_core.features.cache import FeatureCache, extract_features, extractor_key, library_versions, to_storage
 from mtl_core.features.fusion import LazyFusion, create_fusion, fusion_key
 from mtl_core.io import read_image

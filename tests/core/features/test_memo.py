@@ -1,4 +1,5 @@
-"""Tests for mtl_core.features.memo and mtl_core.features.fusion: what a warm run remembers instead of importing timm and
+"""Tests for mtl_core.features.memo and mtl_core.features.fusion: what a warm run remembers instead of importing timm
+and
 building backbones, and that a remembered fact never outlives the files it was read from."""
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl_core.features import weights
 from mtl_core.config import ModelConfig
 from mtl_core.errors import RunError
-from mtl_core.features import BackboneFusion, FeatureCache, LazyFusion, create_fusion
+from mtl_core.features import BackboneFusion, FeatureCache, LazyFusion, create_fusion, weights
 from mtl_core.features.memo import recall, remember
 from mtl_core.io import read_image
 

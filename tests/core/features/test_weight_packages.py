@@ -1,4 +1,5 @@
-"""Tests for mtl_core.features.weight_packages: real ImageNet weights from installed distributions (efficientnet-liteN-pytorch-
+"""Tests for mtl_core.features.weight_packages: real ImageNet weights from installed distributions
+(efficientnet-liteN-pytorch-
 model), mapped by position onto timm's models, with the normalisation they were trained with, offline.
 
 Tests that need a distribution skip when it is not installed; the refusal of a file that does not line up does not

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtl_core.io import images as imaging
 from mtl_core.errors import DataError, MTLError, PluginError
+from mtl_core.io import images as imaging
 from mtl_core.io import read_image, register_reader, supported_suffixes
 
 PATIENT_NAME = "Doe^Jane"

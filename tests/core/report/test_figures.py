@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mtl_core.report import figures
-from mtl_core.report import markdown_report
+from mtl_core.report import figures, markdown_report
 from mtl_core.report.figures import render_figures, write_figures
 from mtl_core.report.html import caption, markdown_to_html, write_html
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_core.tasks import heatmap as H
 from mtl_core.data import TensorData
 from mtl_core.errors import DataError, MTLError
 from mtl_core.model import MultiTaskModel, ResidualSharedTrunk
 from mtl_core.tasks import PointTask
+from mtl_core.tasks import heatmap as H
 from mtl_core.train import LossComposer, Trainer, TrainSettings
 
 

@@ -1,4 +1,5 @@
-"""Tests for mtl_core.tasks.base and mtl_core.tasks.metrics: masking, losses by hand, normalisation, baselines, golden metrics."""
+"""Tests for mtl_core.tasks.base and mtl_core.tasks.metrics: masking, losses by hand, normalisation, baselines, golden
+metrics."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtl_core.tasks import metrics as M
 from mtl_core.data import Records
 from mtl_core.errors import DataError, MTLError
 from mtl_core.tasks import (
@@ -28,6 +28,7 @@ from mtl_core.tasks import (
     register_task_kind,
     task_from_schema,
 )
+from mtl_core.tasks import metrics as M
 from tests.e2e.kind_fixture import ShiftTask  # registers two kinds the engine does not ship: count and shift
 
 NAN = float("nan")

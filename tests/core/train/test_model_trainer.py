@@ -1,4 +1,5 @@
-"""Tests for mtl_core.model.network and mtl_core.train.trainer: cached features vs raw images, determinism, early stopping,
+"""Tests for mtl_core.model.network and mtl_core.train.trainer: cached features vs raw images, determinism, early
+stopping,
 and learning something a trivial baseline cannot."""
 
 from __future__ import annotations
