@@ -1,4 +1,8 @@
-"""Run configuration: pydantic v2 models with ``extra="forbid"``, loaded from YAML/JSON and dotted overrides."""
+"""Run configuration: frozen pydantic v2 models with ``extra="forbid"``, loaded from YAML/JSON and dotted overrides.
+
+A validated config never changes: code that needs other settings makes a copy (``model_copy(update=...)`` of the
+section). A config with several mistakes reports all of them at once, each with its location.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,37 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ConfigError
 
 
 class Strict(BaseModel):
-    """Base: unknown keys are errors."""
+    """Base of every config model (run configs, plugin options): unknown keys are errors, and a validated model is
+    frozen (copy it with ``model_copy(update=...)`` to change a setting).
 
-    model_config = ConfigDict(extra="forbid")
+    Example:
+        >>> class MyOptions(Strict):
+        ...     size: int = 64
+        >>> MyOptions(size=32).size
+        32
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: epsilon of label smoothing, ``(1 - eps) * one_hot + eps / K``: the one rule every task, override and option uses
+LabelSmoothing = Annotated[float, Field(ge=0.0, lt=1.0)]
+_LABEL_SMOOTHING = TypeAdapter(LabelSmoothing)
+
+
+def check_label_smoothing(value: Any, where: str) -> float:
+    """``value`` if it is a valid label-smoothing epsilon (:data:`LabelSmoothing`), else a :class:`ConfigError`."""
+    try:
+        return _LABEL_SMOOTHING.validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), got {value!r} "
+                          f"({exc.errors()[0]['msg']})") from None
 
 
 class TrunkConfig(Strict):
@@ -65,7 +91,7 @@ class TaskOverride(Strict):
     """Per-task settings that override the plugin's defaults."""
 
     weight: float | None = Field(None, ge=0.0)
-    label_smoothing: float | None = Field(None, ge=0.0, lt=1.0)
+    label_smoothing: LabelSmoothing | None = None
     enabled: bool = True
 
 
@@ -154,34 +180,53 @@ class RunConfig(Strict):
     output: str = Field("runs/latest", description="output folder (overridden by --output)")
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
-    first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    value = first.get("input")
-    shown = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    hint = "; remove it or check its spelling" if first["type"] == "extra_forbidden" else ""
-    return f"{source}: {key}: {first['msg']}{shown}{hint}{more}"
+def _describe(error: Any) -> str:
+    """One pydantic error as ``key: message (got value)``, with a hint for an unknown key."""
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    value = error.get("input")
+    shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+    hint = ", remove it or check its spelling" if error["type"] == "extra_forbidden" else ""
+    return f"{key}: {error['msg']}{shown}{hint}"
+
+
+def format_problems(source: str, problems: list[str]) -> str:
+    """``source: problem`` for one problem, ``source: N problems: first; second; ...`` for several (one line)."""
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + "; ".join(problems)
+
+
+def _set(raw: dict[str, Any], item: str) -> str | None:
+    """Apply one ``key.sub=value`` override to ``raw``; the problem with it, or None."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        return f"override {item!r} is not of the form key.sub=value"
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return f"override {item!r}: {part!r} is not a section"
+        node = child
+    node[parts[-1]] = value
+    return None
+
+
+def _apply(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply every well-formed override; the problems of the others."""
+    return [problem for item in overrides if (problem := _set(raw, item)) is not None]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict; every malformed override is
+    reported at once in one :class:`ConfigError`."""
+    problems = _apply(raw, overrides)
+    if problems:
+        raise ConfigError(format_problems("--set", problems) if len(problems) > 1 else problems[0])
     return raw
 
 
@@ -219,21 +264,29 @@ def config_file(target: Path) -> Path:
 
 
 def load_config(target: Path | str, overrides: list[str] | None = None) -> RunConfig:
-    """Load and validate a run config from a folder or file, with dotted overrides applied."""
+    """Load and validate a run config from a folder or file, with dotted overrides applied.
+
+    Raises:
+        ConfigError: every malformed override and every validation error at once, each with its location.
+    """
     path = config_file(Path(target))
-    raw = apply_overrides(read_raw(path), overrides or [])
+    raw = read_raw(path)
+    problems = _apply(raw, overrides or [])
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, str(path))) from None
+        problems += [_describe(e) for e in exc.errors()]
+    if problems:
+        raise ConfigError(format_problems(str(path), problems))
     if config.data.path and not Path(config.data.path).expanduser().is_absolute():
-        config.data.path = str((path.parent / config.data.path).resolve())
+        resolved = str((path.parent / config.data.path).resolve())
+        config = config.model_copy(update={"data": config.data.model_copy(update={"path": resolved})})
     return config
 
 
 def validate_model(model: type[BaseModel], raw: dict[str, Any], source: str) -> BaseModel:
-    """Validate ``raw`` with ``model``; a failure becomes a one-line :class:`ConfigError`."""
+    """Validate ``raw`` with ``model``; every failure at once in a one-line :class:`ConfigError`."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        raise ConfigError(format_problems(source, [_describe(e) for e in exc.errors()])) from None

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from .errors import MTLError
 
 T = TypeVar("T")
+#: the one naming rule of registry keys, task names and kinds, plugin names: lower-case letters, digits and
+#: underscores, starting with a letter
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def is_snake_case(name: object) -> bool:
+    """Whether ``name`` is a string that follows :data:`SNAKE_CASE` (``"uncertainty"``, not ``"Nash_MTL"``)."""
+    return isinstance(name, str) and SNAKE_CASE.match(name) is not None
 
 
 def suggest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:

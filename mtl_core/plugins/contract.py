@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
 import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -17,23 +16,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from ..config import validate_model
+from ..config import Strict, validate_model
 from ..data import Records
 from ..errors import MTLError, PluginError
 from ..io import read_image
-from ..registry import suggest
-from ..tasks import TASK_KINDS, Task
+from ..registry import SNAKE_CASE, is_snake_case, suggest
+from ..tasks import TASK_KINDS, Task, kind_class
 
 GROUP = "mtl.plugins"
-_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class NoOptions(BaseModel):
+class NoOptions(Strict):
     """Options model of a plugin that takes none."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Plugin:
@@ -146,7 +142,13 @@ def _load_from_file(spec: str) -> type:
     return getattr(module, class_name)
 
 
-def _load_class(name: str) -> tuple[type, str]:
+def load_class(name: str) -> tuple[type, str]:
+    """The class a plugin name stands for (an entry point of :data:`GROUP`, or ``path/to/file.py:ClassName``) and
+    where it came from ("distribution NAME (module:Class)" or "file PATH"), without checking it.
+
+    Raises:
+        PluginError: no such plugin (with "did you mean"), or its module fails to import.
+    """
     if ":" in name and (name.endswith(".py") or ".py:" in name):
         return _load_from_file(name), f"file {name.rpartition(':')[0]}"
     matches = [ep for ep in _entry_points() if ep.name == name]
@@ -166,22 +168,54 @@ def _load_class(name: str) -> tuple[type, str]:
     return cls, origin
 
 
-def check_tasks(tasks: Any, origin: str) -> list[Task]:
-    """Tasks must be a non-empty list of :class:`Task` of registered kinds with unique snake_case names."""
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise PluginError(f"plugin from {origin}: tasks() must return a non-empty list of Task objects, got "
-                          f"{type(tasks).__name__}")
+def task_problems(tasks: Any) -> list[str]:
+    """Every way ``tasks`` (what a plugin's ``tasks()`` returned) breaks the contract, one sentence each: a
+    non-empty list of :class:`Task` objects of registered kinds with unique snake_case names.
+
+    The one check of a plugin's tasks: :func:`load_plugin` raises with these problems, ``mtl plugins check`` lists
+    them.
+    """
+    if not isinstance(tasks, list) or not tasks:
+        return [f"tasks() returned {tasks!r:.200}, expected a non-empty list of Task objects"]
+    kinds = ", ".join(TASK_KINDS.names())
+    problems = [f"tasks()[{i}] is {t!r:.200}, expected a mtl_core Task of a registered kind ({kinds})"
+                for i, t in enumerate(tasks) if not isinstance(t, Task)]
+    tasks = [t for t in tasks if isinstance(t, Task)]
+    problems += [_kind_problem(t, kinds) for t in tasks if kind_class(t.kind) is not type(t)]
     names = [t.name for t in tasks]
-    for name in names:
-        if not _TASK_NAME.match(name):
-            raise PluginError(f"plugin from {origin}: task name {name!r} is not snake_case")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise PluginError(f"plugin from {origin}: task names must be unique, {dupes} repeat")
-    unknown = [t for t in tasks if t.kind not in TASK_KINDS]
-    if unknown:  # a run would train it, but mtl predict could not rebuild it from model.json
-        raise PluginError(f"plugin from {origin}: task {unknown[0].name!r} has kind {unknown[0].kind!r}, which is not "
-                          f"registered; decorate its class with @mtl_core.register_task_kind")
+    problems += [f"task name {n!r} is not snake_case, expected {SNAKE_CASE.pattern}" for n in names
+                 if not is_snake_case(n)]
+    problems += [f"task name {n!r} appears {names.count(n)} times, expected unique names (one head each)"
+                 for n in dict.fromkeys(names) if names.count(n) > 1]
+    return problems
+
+
+def _kind_problem(task: Task, kinds: str) -> str:
+    owner = kind_class(task.kind)
+    what = "which is not registered" if owner is None else f"which is registered for {owner.__name__}"
+    return (f"task {task.name!r} has kind {task.kind!r}, {what} (its class: {type(task).__name__}; kinds: "
+            f"{kinds}); decorate its class with @mtl_core.register_task_kind under its own kind: mtl predict "
+            f"rebuilds tasks by kind")
+
+
+def options_problems(cls: type) -> list[str]:
+    """What is wrong with a plugin class's ``Options``: it must be a pydantic model that refuses unknown keys."""
+    model = getattr(cls, "Options", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return [f"Options is {model!r}, expected a pydantic BaseModel subclass (subclass mtl_core.Strict)"]
+    extra = model.model_config.get("extra") or "ignore"  # pydantic's default drops unknown keys silently
+    if extra != "forbid":
+        return [f"{model.__name__} accepts unknown keys (extra={extra!r}), expected extra='forbid' so that a "
+                f"misspelt option is an error: subclass mtl_core.Strict or set model_config = "
+                f"ConfigDict(extra='forbid')"]
+    return []
+
+
+def check_tasks(tasks: Any, origin: str) -> list[Task]:
+    """``tasks`` if :func:`task_problems` finds nothing, else a :class:`PluginError` listing every problem."""
+    problems = task_problems(tasks)
+    if problems:
+        raise PluginError(f"plugin from {origin}: " + "; ".join(problems))
     return tasks
 
 
@@ -192,12 +226,12 @@ def load_plugin(name: str, options: dict[str, Any] | None = None) -> Plugin:
         >>> plugin = load_plugin("my_dataset", {"some_option": 1})  # doctest: +SKIP
         >>> [t.name for t in plugin.tasks()]  # doctest: +SKIP
     """
-    cls, origin = _load_class(name)
+    cls, origin = load_class(name)
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise PluginError(f"plugin {name!r} from {origin} is not a subclass of mtl_core.Plugin")
-    if cls.Options.model_config.get("extra") != "forbid":
-        raise PluginError(f"plugin {name!r} from {origin}: its Options model must set extra='forbid' so that a "
-                          f"misspelt option is an error, not silently ignored")
+    problems = options_problems(cls)
+    if problems:
+        raise PluginError(f"plugin {name!r} from {origin}: {problems[0]}")
     opts = validate_model(cls.Options, options or {}, f"plugin_options of {name!r}")
     try:
         plugin = cls(opts)

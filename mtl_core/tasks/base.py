@@ -22,13 +22,13 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from torch import nn
 
+from ..config import Strict
 from ..errors import DataError, MTLError
-from ..registry import Registry
+from ..registry import Registry, is_snake_case
 
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 #: figure names a kind may pick (``Task.figure``); :mod:`mtl_core.report.figures` maps each to its renderer
 FIGURE_NAMES = ("confusion", "scatter", "points")
 K = TypeVar("K", bound=type)
@@ -40,10 +40,8 @@ def masked_mean(per_case: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return kept.sum() / mask.sum().clamp(min=1)
 
 
-class TaskSchema(BaseModel):
+class TaskSchema(Strict):
     """Fields every task's ``describe()`` output has; a kind's ``Schema`` extends it with ``kind: Literal[...]``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     kind: str
@@ -90,8 +88,8 @@ class Task:
     spatial: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if not self.name or not set(self.name) <= _NAME_CHARS or self.name[0].isdigit():
-            raise MTLError(f"task name {self.name!r} must be snake_case (a-z, 0-9, _), not starting with a digit")
+        if not is_snake_case(self.name):
+            raise MTLError(f"task name {self.name!r} must be snake_case (a-z, 0-9, _), starting with a letter")
         if not np.isfinite(self.weight) or self.weight < 0:
             raise MTLError(f"task {self.name!r}: loss weight must be a finite number >= 0, got {self.weight}")
 
@@ -265,7 +263,7 @@ def _check_kind_class(cls: Any) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise MTLError(f"register_task_kind: {cls!r} is not a subclass of mtl_core.Task")
     kind, where = cls.kind, f"task kind {cls.__qualname__}"
-    if not isinstance(kind, str) or not kind or not set(kind) <= _NAME_CHARS or kind[0].isdigit():
+    if not is_snake_case(kind):
         raise MTLError(f"{where}: kind {kind!r} must be a snake_case name; set kind: ClassVar[str] = 'my_kind'")
     schema = cls.Schema
     literal = schema.model_fields.get("kind") if isinstance(schema, type) and issubclass(schema, BaseModel) else None

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..config import check_label_smoothing
 from ..errors import DataError, MTLError
 from . import metrics as M
 from .base import Task, TaskSchema, masked_mean, register_task_kind
@@ -118,8 +119,7 @@ class ClassificationTask(ClassTask):
             raise MTLError(f"task {self.name!r}: a classification task needs at least 2 classes, got {self.classes}")
         if len(set(self.classes)) != len(self.classes):
             raise MTLError(f"task {self.name!r}: class names must be unique, got {self.classes}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise MTLError(f"task {self.name!r}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check_label_smoothing(self.label_smoothing, f"task {self.name!r}")
 
     @classmethod
     def example(cls) -> Task:

@@ -1,8 +1,9 @@
 """Options of the ``table`` plugin: where the table and images are, and one declaration per task.
 
-Every model has ``extra="forbid"``; the task declarations are a discriminated union on ``kind``, so an error names
-the branch (``tasks.size.regression.unit: ...``). The defaults describe the synthetic shapes data set that
-``mtl synthesize table OUT --option kind=shapes`` writes, so the plugin builds and lists without any option.
+Every model is a frozen :class:`~mtl_core.config.Strict` model (``extra="forbid"``); the task declarations are a
+discriminated union on ``kind``, so an error names the branch (``tasks.size.regression.unit: ...``). The defaults
+describe the synthetic shapes data set that ``mtl synthesize table OUT --option kind=shapes`` writes, so the plugin
+builds and lists without any option.
 """
 
 from __future__ import annotations
@@ -10,18 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ...config import LabelSmoothing, Strict
+from ...registry import SNAKE_CASE, is_snake_case
 
 Scalar = str | int | float | bool
 #: Cells that mean "no label" unless a task or the table says otherwise.
 MISSING_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "None", "?"]
-_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class Strict(BaseModel):
-    """Base: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def canonical(value: Any) -> str:
@@ -125,7 +122,7 @@ class ClassificationSpec(_LabelledSpec):
     """A multi-class task (softmax cross-entropy with optional label smoothing)."""
 
     kind: Literal["classification"] = Field(..., description="selects this kind of task")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="epsilon of (1 - eps) * one_hot + eps / K")
+    label_smoothing: LabelSmoothing = Field(0.0, description="epsilon of (1 - eps) * one_hot + eps / K")
 
     @model_validator(mode="after")
     def _two_classes(self) -> ClassificationSpec:
@@ -301,6 +298,7 @@ class TableOptions(Strict):
     @classmethod
     def _snake_case(cls, tasks: dict[str, Any]) -> dict[str, Any]:
         for name in tasks:
-            if not _TASK_NAME.match(name):
-                raise ValueError(f"task name {name!r} is not snake_case (a-z, 0-9, _, starting with a letter)")
+            if not is_snake_case(name):
+                raise ValueError(f"task name {name!r} is not snake_case ({SNAKE_CASE.pattern}: a-z, 0-9, _, "
+                                 f"starting with a letter)")
         return tasks

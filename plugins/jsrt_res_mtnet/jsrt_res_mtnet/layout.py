@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_core.errors import DataError
+from mtl_core import DataError
 
 METADATA_NAME = "jsrt_metadata.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".img", ".dcm")  # preference order when several files share a stem

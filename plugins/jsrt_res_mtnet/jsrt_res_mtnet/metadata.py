@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtl_core.errors import DataError
+from mtl_core import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from jsrt_res_mtnet.phantom_labels import PhantomCase, case_from_row, check_meta
 from jsrt_res_mtnet.phantom_labels import synthesize_metadata as _synthesize
 from jsrt_res_mtnet.phantom_nodule import nodule_profile
 from jsrt_res_mtnet.phantom_texture import parenchyma
-from mtl_core.errors import DataError
+from mtl_core import DataError
 
 __all__ = [
     "CONTRAST_SCHEDULE",

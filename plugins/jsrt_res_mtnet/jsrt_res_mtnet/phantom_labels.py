@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtl_core.errors import DataError
+from mtl_core import DataError
 
 COLUMNS = ("study_id", "subtlety", "size", "age", "gender", "x", "y", "state", "position", "diagnosis")
 FRAME_SIZE = 2048  # x, y are pixels of the 2048 x 2048 frame

@@ -12,17 +12,19 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mtl_core import (
     BinaryTask,
     ClassificationTask,
     ConfigError,
     DataError,
+    LabelSmoothing,
     Plugin,
     PointTask,
     Records,
     RegressionTask,
+    Strict,
     Task,
     core_reader_id,
     validate_model,
@@ -39,10 +41,9 @@ SIZE_BINS = (10.0, 20.0, 30.0)  # mm: <10, 10-20, 20-30, >=30 (the paper's Table
 SIZE_STRATA = ["<10 mm", "10-20 mm", "20-30 mm", ">=30 mm"]
 
 
-class PhantomOptions(BaseModel):
+class PhantomOptions(Strict):
     """Synthetic phantom used when no data folder is given."""
 
-    model_config = ConfigDict(extra="forbid")
     size: int = Field(256, ge=32, le=2048, description="image side in pixels")
     bit_depth: Literal[8, 16] = 8
     nested: bool = Field(False, description="images in images/images/ instead of images/")
@@ -50,10 +51,9 @@ class PhantomOptions(BaseModel):
     metadata: Path | None = Field(None, description="a JSRT metadata CSV whose rows the phantom reproduces")
 
 
-class JSRTOptions(BaseModel):
+class JSRTOptions(Strict):
     """Options of the JSRT plugin."""
 
-    model_config = ConfigDict(extra="forbid")
     state: Literal["three_class", "presence_malignancy"] = Field(
         "three_class", description="one 3-class task, or a 'nodule' BCE task plus a 'malignant' BCE task")
     position: Literal["lobe", "raw"] = Field("lobe", description="five lobes, or the raw position strings")
@@ -61,7 +61,7 @@ class JSRTOptions(BaseModel):
     localisation: Literal["point", "regression"] = Field(
         "point", description="the nodule as one point task with its size (a heatmap over feature maps; needs "
                              "model.pooling 'map'), or the paper's three scalar regression heads x, y, size")
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="epsilon of eq. 6 for every class task")
+    label_smoothing: LabelSmoothing = Field(0.1, description="epsilon of eq. 6 for every class task")
     weights: dict[str, float] = Field(default_factory=dict, description="loss weight per task (default 1)")
     phantom: PhantomOptions = Field(default_factory=PhantomOptions)
 

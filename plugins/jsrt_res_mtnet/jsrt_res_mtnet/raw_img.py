@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_core.errors import DataError
+from mtl_core import DataError
 
 JSRT_SHAPE = (2048, 2048)
 JSRT_DTYPE = np.dtype(">u2")
