@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtl_core import ClassificationTask, DataError, Plugin, Records, RegressionTask
-from mtl_core.config import validate_model
+from mtl_core import ClassificationTask, DataError, Plugin, Records, RegressionTask, validate_model
 
 ORIENTATIONS = ["horizontal", "vertical", "diagonal"]
 
