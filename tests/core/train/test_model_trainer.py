@@ -84,16 +84,38 @@ def test_model_trained_on_cached_features_gives_the_same_outputs_on_raw_images(t
         np.testing.assert_array_equal(task.decode(from_images[task.name]), task.decode(from_features[task.name]))
 
 
-def test_trainer_fine_tunes_unfrozen_backbones_on_images(make_fusion):
-    fusion, tasks = make_fusion(["test_resnet"], frozen=False), _tasks()
-    _, records = _problem(6, seed=2)
+def _squares(n: int, seed: int) -> tuple[torch.Tensor, Records]:
+    """Grey 32x32 images (N, 1, 32, 32); every other one shows a bright square of side 6 to 13 px somewhere:
+    whether there is one (binary) and its side (regression, missing where there is none)."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.3, 0.05, (n, 1, 32, 32)).clip(0, 1)
+    square = (np.arange(n) % 2).astype(float)
+    side = rng.integers(6, 14, n).astype(float)
+    for i in np.flatnonzero(square):
+        s = int(side[i])
+        row, col = rng.integers(0, 32 - s, 2)
+        images[i, 0, row:row + s, col:col + s] = 0.9
+    side[square == 0] = NAN
+    return torch.from_numpy(images.astype(np.float32)), _records({"square": square, "side": side})
+
+
+def test_fine_tuning_an_unfrozen_backbone_on_images_learns(make_fusion):
+    fusion = make_fusion(["mtl_small_cnn"], frozen=False)
+    tasks = [BinaryTask("square"), RegressionTask("side", unit="px")]
+    images, records = _squares(64, seed=0)
+    test_images, test_records = _squares(32, seed=1)
     _fit_tasks(tasks, records)
-    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in fusion.parameters()]
-    trainer = _trainer(tasks, fusion=fusion, width=fusion.num_features, epochs=1, batch_size=3)
+    trainer = _trainer(tasks, fusion=fusion, width=fusion.num_features, epochs=15, batch_size=16, lr=3e-3,
+                       dropout=0.0)
     history = trainer.fit(TensorData.build(images, records, tasks, is_features=False))
-    assert np.isfinite(history.train[0]["total"])
-    assert any(not torch.equal(b, p) for b, p in zip(before, fusion.parameters(), strict=True))
+    first, last = history.train[0]["total"], min(epoch["total"] for epoch in history.train[-3:])
+    assert last < 0.25 * first, [round(epoch["total"], 3) for epoch in history.train]
+    assert any(not torch.equal(b, p) for b, p in zip(before, fusion.parameters(), strict=True))  # it was trained
+    outputs = trainer.predict(TensorData.build(test_images, test_records, tasks, is_features=False))
+    result = {t.name: t.evaluate(test_records.targets[t.name], t.decode(outputs[t.name])) for t in tasks}
+    assert result["square"]["metrics"]["accuracy"] >= 0.9 > result["square"]["baseline"]["accuracy"] + 0.3
+    assert result["side"]["metrics"]["mae"] < 0.6 * result["side"]["baseline"]["mae"]
 
 
 # ---- determinism ---------------------------------------------------------------------------------------------
