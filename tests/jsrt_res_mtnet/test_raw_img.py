@@ -16,8 +16,18 @@ def gradient() -> np.ndarray:
     return np.broadcast_to(rows, JSRT_SHAPE).copy()
 
 
-def test_size_constant():
-    assert JSRT_BYTES == 8_388_608
+def test_reads_every_pixel_of_a_file_laid_out_as_the_jsrt_archive(tmp_path):
+    # written without the plugin: 2048 x 2048 big-endian 12-bit values, row after row, no header
+    values = (np.arange(JSRT_SHAPE[0] * JSRT_SHAPE[1]) * 7 % 4096).astype(">u2").reshape(2048, 2048)
+    path = tmp_path / "JPCLN010.IMG"
+    path.write_bytes(values.tobytes())
+    assert path.stat().st_size == JSRT_BYTES == 8_388_608
+    image = read_jsrt_img(path)
+    np.testing.assert_allclose(image, 1 - values.astype(np.float64) / 4095, rtol=0, atol=1e-6)
+    for damaged in (values.tobytes()[:-2], values.tobytes() + b"\0\0"):  # one pixel short, one pixel over
+        path.write_bytes(damaged)
+        with pytest.raises(DataError, match="a raw JSRT .IMG"):
+            read_jsrt_img(path)
 
 
 def test_round_trip_keeps_orientation_and_grey_levels(tmp_path, gradient):
@@ -42,10 +52,12 @@ def test_file_convention_is_big_endian_and_high_means_dark(tmp_path):
     assert image[0, 1] == pytest.approx(1 - 1 / 4095)
 
 
-def test_writer_stores_black_as_4095(tmp_path):
-    path = tmp_path / "black.IMG"
-    write_jsrt_img(path, np.zeros(JSRT_SHAPE))
-    assert path.read_bytes()[:2] == b"\x0f\xff"
+@pytest.mark.parametrize(("grey", "stored"), [(0.0, 4095), (1.0, 0), (0.25, 3071), (0.5, 2048)])
+def test_writer_stores_every_pixel_in_the_img_convention(tmp_path, grey, stored):
+    path = tmp_path / "flat.IMG"
+    write_jsrt_img(path, np.full(JSRT_SHAPE, grey))
+    values = np.fromfile(path, dtype=">u2")  # rint((1 - grey) * 4095): 3071.25 -> 3071, 2047.5 -> 2048 (to even)
+    assert values.size == JSRT_SHAPE[0] * JSRT_SHAPE[1] and (values == stored).all()
     assert not list(tmp_path.glob(".*.tmp"))
 
 
