@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from ..dicom_files import write_dicom
@@ -111,23 +112,45 @@ def test_validate_accepts_example_and_rejects_typo():
     assert "train.epoch" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_warm_rerun_hits_the_feature_cache(phantom, tmp_path, cache_env):
-    first = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(tmp_path / "a"), *FAST, env=cache_env)
-    assert first.returncode == 0
-    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert metrics["run"]["feature_cache"]["cache_misses"] == 0  # the session's first run filled it
+def test_warm_rerun_hits_the_feature_cache_and_reproduces_the_cold_run(phantom, tmp_path):
+    """Self-contained: a private cache, filled by a cold run, then served to a warm one (two training epochs each:
+    extraction is what is measured)."""
+    env = {"MTL_CACHE_DIR": str(tmp_path / "cache"), "MTL_WEIGHTS_DIR": ""}
+    quick = [*FAST, "--set", "train.epochs=2"]
+    runs = {}
+    for name in ("cold", "warm"):
+        done = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(tmp_path / name), *quick, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    images = len(list((phantom / "images").glob("*.png")))
+    assert runs["cold"]["run"]["feature_cache"] == {"cache_hits": 0, "cache_misses": images}
+    assert runs["warm"]["run"]["feature_cache"] == {"cache_hits": images, "cache_misses": 0}
+    for name, task in runs["cold"]["tasks"].items():  # the cached features are the ones the cold run trained on
+        warm = runs["warm"]["tasks"][name]["metrics"]
+        assert warm == pytest.approx(task["metrics"], rel=1e-6, abs=1e-9, nan_ok=True), name
 
 
-def test_predict_reads_original_img_files(finished_run, phantom, tmp_path, cache_env):
+def test_predict_reads_original_img_files_as_the_same_pixels_in_png(finished_run, phantom, tmp_path, cache_env):
     from jsrt_res_mtnet.raw_img import write_jsrt_img
 
     out, _ = finished_run
     png = sorted((phantom / "images").glob("*.png"))[0]
-    big = np.asarray(Image.open(png).resize((2048, 2048)), dtype=np.float32) / 255
+    big = Image.open(png).convert("L").resize((2048, 2048))  # the original's 2048-pixel frame, 8-bit
+    same = tmp_path / "JPCLN001.png"
+    big.save(same)
     raw = tmp_path / "JPCLN001.IMG"
-    write_jsrt_img(raw, big)
-    done = mtl("predict", str(out), str(raw), "--format", "json", env=cache_env)
+    write_jsrt_img(raw, np.asarray(big, dtype=np.float32) / 255)  # the same grey levels, to 12-bit precision
+    done = mtl("predict", str(out), str(raw), str(same), "--format", "json", env=cache_env)
     assert done.returncode == 0, done.stderr
-    row = json.loads(done.stdout)[0]
-    assert sorted(row) == sorted(["image", *TASKS, "out_of_distribution"])
-    assert 0 <= row["location"]["x"] <= 2048 and 0 <= row["location"]["y"] <= 2048  # in the original's 2048 frame
+    from_img, from_png = json.loads(done.stdout)
+    assert sorted(from_img) == sorted(["image", *TASKS, "out_of_distribution"])
+    for task in TASKS[:-1]:
+        assert from_img[task]["prediction"] == from_png[task]["prediction"], task
+        assert from_img[task]["probability"] == pytest.approx(from_png[task]["probability"], abs=2e-3), task
+    img_loc, png_loc = from_img["location"], from_png["location"]
+    assert 0 <= img_loc["x"] <= 2048 and 0 <= img_loc["y"] <= 2048  # in the original's 2048 frame
+    assert img_loc["x"] == pytest.approx(png_loc["x"], abs=1.0) and img_loc["y"] == pytest.approx(png_loc["y"], abs=1.0)
+    assert img_loc["size"] == pytest.approx(png_loc["size"], abs=0.2)
+    assert img_loc["presence"] == pytest.approx(png_loc["presence"], abs=2e-3)
+    assert from_img["out_of_distribution"]["score"] == pytest.approx(from_png["out_of_distribution"]["score"],
+                                                                     rel=1e-2, abs=1e-3)
