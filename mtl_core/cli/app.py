@@ -79,23 +79,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a config and its plugin without training."""
+    """Check a config, its plugin and (when at hand) its data with every check `mtl run` makes before extraction."""
     # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
     from ..config import load_config
-    from ..plugins import load_plugin
-    from ..train import WEIGHTINGS
-    from ..workflow import build_tasks, check_model_for_tasks, effective_model
+    from ..workflow import check_run
 
-    config = load_config(Path(args.dir), args.set)
-    plugin = load_plugin(config.plugin, config.plugin_options)
-    tasks = build_tasks(plugin, config)
-    WEIGHTINGS.get(config.loss.strategy)
-    model_cfg, _, fallback = effective_model(config)
-    check_model_for_tasks(model_cfg, tasks)
-    if fallback:
-        print(f"note: {fallback}")
-    print(f"ok: plugin {config.plugin!r}, {len(tasks)} tasks ({', '.join(t.name for t in tasks)}), "
-          f"backbones {', '.join(config.model.backbones)}")
+    config = load_config(Path(args.dir), _overrides(args))
+    checked = check_run(config, args.data, say=_say)
+    if checked.fallback:
+        print(f"note: {checked.fallback}")
+    model = checked.model
+    print(f"ok: plugin {config.plugin!r}, {len(checked.tasks)} tasks ({', '.join(t.name for t in checked.tasks)}), "
+          f"backbones {', '.join(model.backbones)} at {checked.image_size} px, pooling {model.pooling}")
+    if checked.records is None:
+        print("data: not checked (no data folder at hand: give --data PATH, set data.path, or run once to generate "
+              "the plugin's synthetic data)")
+    else:
+        folds = config.evaluation
+        protocol = "one held-out split" if folds.folds == 1 else f"{folds.folds} folds x {folds.repeats} repeat(s)"
+        print(f"data: {len(checked.records)} cases in {checked.data_dir}, {protocol}")
     return 0
 
 
@@ -218,9 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int)
     p.add_argument("--allow-random", action="store_true", help="compare backbones without pretrained weights")
     p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("validate", help="check a config and its plugin without training")
-    p.add_argument("dir")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("validate", help="check a config, its plugin and its data as `mtl run` does before extracting "
+                                        "features, without training")
+    p.add_argument("dir", help="example folder with config.yaml (or a config file)")
+    p.add_argument("--data", type=Path, help="data folder (default: the config's, else the plugin's synthetic data "
+                                             "when it was generated before)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--folds", type=int, help="K-fold cross-validation (1: one held-out split)")
+    p.add_argument("--repeats", type=int, help="repeat the K folds with other shuffles")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("predict", help="predict every task for images with a finished run")
     p.add_argument("run_dir")

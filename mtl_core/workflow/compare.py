@@ -19,8 +19,8 @@ from ..io import atomic_write, write_csv
 from ..plugins import load_plugin
 from ..registry import suggest
 from ..report import cell, metric_label, section_of, summary_metrics
+from .checks import build_tasks
 from .pipeline import execute
-from .run import build_tasks
 
 #: ablation name -> what it switches off
 ABLATIONS = {
