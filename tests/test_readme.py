@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -45,3 +46,12 @@ def test_library_block_runs_and_beats_baselines():
     # the square's side (4 to 12 px, so about 2.2 px from the mean): under half the baseline's error, in pixels
     assert size["metrics"]["mae"] < 0.5 * size["baseline"]["mae"] and size["metrics"]["mae"] < 1.5
     assert size["baseline"]["mae"] > 1.5
+
+
+def test_the_default_phantom_is_the_size_the_readme_says():
+    phantom = pytest.importorskip("jsrt_res_mtnet.phantom")
+    claim = re.search(r"phantom \((\d+) nodule and (\d+) non-nodule\s+radiographs", README.read_text())
+    assert claim, "README no longer states the phantom's size"
+    table = phantom.synthesize_metadata()  # the default table `make run` renders
+    assert int(table["study_id"].str.startswith("JPCLN").sum()) == int(claim.group(1))
+    assert int(table["study_id"].str.startswith("JPCNN").sum()) == int(claim.group(2))
