@@ -154,7 +154,7 @@ def test_a_single_training_shows_plain_values():
 def test_compare_runs_every_set_and_ablation_with_its_settings(tmp_path, monkeypatch):
     seen = []
 
-    def fake_execute(config, *, data, output, say, progress):
+    def fake_execute(config, *, output, **_):
         seen.append({"backbones": list(config.model.backbones), "residual": config.model.trunk.residual,
                      "strategy": config.loss.strategy, "smoothing": config.tasks.get("shape"), "output": output,
                      "lr": config.train.lr, "fallback": config.fallback})
