@@ -158,9 +158,16 @@ _BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"), (a
            (annotated_types.Lt, "lt", "<"))
 
 
+def _annotated(annotation: Any) -> list[Any]:
+    """Constraints written into the type (``Annotated[float, Field(ge=0)] | None``, such as ``LabelSmoothing``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return [m for item in annotation.__metadata__ for m in getattr(item, "metadata", [item])]
+    return [m for arg in typing.get_args(annotation) for m in _annotated(arg)]
+
+
 def _constraints(field: FieldInfo) -> str:
     out = []
-    for item in field.metadata:
+    for item in [*field.metadata, *_annotated(field.annotation)]:
         for kind, attr, symbol in _BOUNDS:
             if isinstance(item, kind):
                 out.append(f"{symbol} {getattr(item, attr)}")

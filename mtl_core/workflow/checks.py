@@ -143,8 +143,11 @@ def check_backbones(config: RunConfig) -> None:
     """Every backbone name of ``model`` and ``fallback`` exists (all unknown names at once, with suggestions)."""
     fallback = (config.fallback.backbones or []) if config.fallback else []
     problems = _unknown_backbones([*config.model.backbones, *fallback])
+    if len(problems) > 1:  # the list of available names once, at the end
+        problems = [p.partition(" Available:")[0] for p in problems[:-1]] + problems[-1:]
+        raise ConfigError("model.backbones: " + "; ".join(problems))
     if problems:
-        raise ConfigError("model.backbones: " + "; ".join(problems) if len(problems) > 1 else problems[0])
+        raise ConfigError(problems[0])
 
 
 def check_weights(model: ModelConfig) -> None:
@@ -172,11 +175,17 @@ def check_weights(model: ModelConfig) -> None:
 
 
 def check_model(config: RunConfig, tasks: list[Task]) -> tuple[ModelConfig, int, str | None]:
-    """Backbones, weights and the fallback decision, and the model against the tasks; the model a run uses."""
-    check_backbones(config)
-    model, image_size, fallback = effective_model(config)
-    check_weights(model)
+    """The fallback decision, the model against the tasks, the backbones and their weights; the model a run uses.
+
+    The cheapest checks come first: the pooling a task needs is known without looking up any weights."""
+    try:
+        model, image_size, fallback = effective_model(config)  # looks up weights when a fallback may apply
+    except MTLError:
+        check_backbones(config)  # an unknown name: every unknown name at once
+        raise
     check_model_for_tasks(model, tasks)
+    check_backbones(config)
+    check_weights(model)
     return model, image_size, fallback
 
 
