@@ -110,25 +110,43 @@ class LazyFusion:
         return self.built()(images)
 
 
-def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
-    """The backbones of a model config: a :class:`LazyFusion` when frozen backbones with these settings were
-    built before (and nothing they depend on changed), else a freshly built :class:`BackboneFusion`."""
-
+def _builder(model: ModelConfig, image_size: int, seed: int) -> Callable[[], BackboneFusion]:
     def build() -> BackboneFusion:
         return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
                               map_size=model.map_size, map_levels=model.map_levels, image_size=image_size,
                               frozen=model.frozen, allow_download=model.allow_download,
                               on_missing_weights=model.on_missing_weights, seed=seed)
 
+    return build
+
+
+def _recalled(key: dict[str, Any], build: Callable[[], BackboneFusion]) -> LazyFusion | None:
+    card = recall("fusion", key)
+    if card is None:
+        return None
+    try:
+        return LazyFusion(card, build)
+    except (KeyError, TypeError, AttributeError):  # a record of another shape: build and remember again
+        return None
+
+
+def recall_fusion(model: ModelConfig, image_size: int, seed: int) -> LazyFusion | None:
+    """The frozen fusion of a model config as remembered from an earlier build, without building anything (what
+    ``mtl validate`` needs to know its feature width); None when it was never built with these settings."""
+    found = fusion_key(model, image_size, seed) if model.frozen else None
+    return None if found is None else _recalled(found[0], _builder(model, image_size, seed))
+
+
+def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
+    """The backbones of a model config: a :class:`LazyFusion` when frozen backbones with these settings were
+    built before (and nothing they depend on changed), else a freshly built :class:`BackboneFusion`."""
+    build = _builder(model, image_size, seed)
     found = fusion_key(model, image_size, seed) if model.frozen else None
     if found is None:
         return build()
-    card = recall("fusion", found[0])
-    if card is not None:
-        try:
-            return LazyFusion(card, build)
-        except (KeyError, TypeError, AttributeError):  # a record of another shape: build and remember again
-            pass
+    remembered = _recalled(found[0], build)
+    if remembered is not None:
+        return remembered
     fusion = build()
     record = {"backbones": fusion.describe(), "pooling": fusion.pooling, "grid": fusion.grid,
               "checksum": fusion.checksum()} | _map_settings(fusion.pooling, fusion.map_size, fusion.map_levels)
@@ -136,4 +154,4 @@ def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFus
     return fusion
 
 
-__all__ = ["LazyFusion", "create_fusion", "fusion_key"]
+__all__ = ["LazyFusion", "create_fusion", "fusion_key", "recall_fusion"]

@@ -3,8 +3,8 @@
 ``mtl run`` (through :func:`~mtl_core.workflow.run.prepare`) and ``mtl validate`` both call :func:`check_run`, so
 that validate refuses exactly what a run would refuse before it extracts anything: the plugin and its options, the
 tasks with the config's overrides, the loss strategy, the device, the backbones (names, weights, the fallback
-configuration), the model against the tasks, and -- where the data is at hand -- the records and the splits of the
-evaluation protocol. Nothing here reads an image or builds a backbone.
+configuration), the model against the tasks, and -- where the data is at hand -- the records, the splits of the
+evaluation protocol and whether the features fit in memory. Nothing here reads an image or builds a backbone.
 
 Example:
     >>> from mtl_core.config import load_config
@@ -27,12 +27,12 @@ import torch
 from ..config import ModelConfig, RunConfig
 from ..data import Records, holdout_split, kfold_splits
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
-from ..features import pretrained_available
+from ..features import check_features_fit, pretrained_available, recall_fusion
 from ..io import cache_dir
 from ..plugins import Plugin, load_plugin
 from ..registry import suggest
 from ..tasks import Task
-from ..train import WEIGHTINGS
+from ..train import WEIGHTINGS, pick_device
 
 Say = Callable[[str], None]
 
@@ -243,6 +243,15 @@ def check_records(plugin: Plugin, config: RunConfig, data_dir: Path) -> tuple[Re
     return records, tasks
 
 
+def check_memory(records: Records, model: ModelConfig, image_size: int, config: RunConfig) -> None:
+    """The feature matrix of every case fits in memory, when its width is known without building the backbones
+    (they were built before with these settings); otherwise the run checks it once they are built, still before
+    extracting anything."""
+    fusion = recall_fusion(model, image_size, config.train.seed)
+    if fusion is not None:
+        check_features_fit(len(records), fusion, pick_device(config.train.device))
+
+
 def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print,
               synthesize: bool = False) -> CheckedRun:
     """Every check ``mtl run`` makes before extracting features; the first problem raises an :class:`MTLError`.
@@ -265,8 +274,9 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print,
     if data_dir is not None:
         records, tasks = check_records(plugin, config, data_dir)
         check_model_for_tasks(model, tasks)
+        check_memory(records, model, image_size, config)
     return CheckedRun(plugin, tasks, model, image_size, fallback, data_dir, records, notes)
 
 
-__all__ = ["CheckedRun", "build_tasks", "check_device", "check_model", "check_model_for_tasks", "check_run",
-           "check_splits", "effective_model", "resolve_data_dir", "synthetic_dir"]
+__all__ = ["CheckedRun", "build_tasks", "check_device", "check_memory", "check_model", "check_model_for_tasks",
+           "check_run", "check_splits", "effective_model", "resolve_data_dir", "synthetic_dir"]

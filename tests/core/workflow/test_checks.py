@@ -135,3 +135,14 @@ def test_several_unknown_backbones_are_listed_at_once(cache):
         check_run(load_config(SHAPES, [*FAST, "model.backbones=[test_resnt,tset_efficientnet]"]))
     assert "'test_resnt'" in str(info.value) and "'tset_efficientnet'" in str(info.value)
 
+
+
+def test_features_that_cannot_fit_are_refused_once_the_backbones_were_built_before(cache, monkeypatch):
+    from mtl_core.features import create_fusion, memory
+
+    checked = check_run(load_config(SHAPES, FAST))
+    create_fusion(checked.model, checked.image_size, 0)  # a first run remembers the backbones' description
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
+    with pytest.raises(ConfigError, match="the feature matrix of 60 images would take .* more than 70% of the 1 KB"):
+        check_run(load_config(SHAPES, FAST))
+    assert not _features(cache)
