@@ -1,12 +1,13 @@
-"""Training: losses and their weighting, the trainer, checkpoints."""
+"""Training: losses and their weighting, the trainer, its state and checkpoints."""
 
 from __future__ import annotations
 
-from .checkpoint import open_run_checkpoints, training_key
+from .checkpoint import RunCheckpoints, open_run_checkpoints, training_key
 from .losses import WEIGHTINGS, LossComposer, LossOutput, Weighting
-from .trainer import History, Trainer, TrainSettings, pick_device
+from .state import History, LoopState, TrainingCheckpoint
+from .trainer import Trainer, TrainSettings, pick_device
 
 __all__ = [
-    "History", "LossComposer", "LossOutput", "TrainSettings", "Trainer", "WEIGHTINGS", "Weighting",
-    "open_run_checkpoints", "pick_device", "training_key"
+    "History", "LoopState", "LossComposer", "LossOutput", "RunCheckpoints", "TrainSettings", "Trainer",
+    "TrainingCheckpoint", "WEIGHTINGS", "Weighting", "open_run_checkpoints", "pick_device", "training_key"
 ]

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..accel import out_of_memory, precision_context, resolve_precision
+from ..config import TrainConfig
 from ..data import TensorData
-from ..errors import RunError
 from ..model import MultiTaskModel
-from .checkpoint import (
-    best_file,
-    checkpoint_file,
-    drop_side_files,
-    load_checkpoint,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
-)
 from .losses import LossComposer
+from .state import History, LoopState, TrainingCheckpoint
 
 log = logging.getLogger(__name__)
+
+#: The trainer's settings are the run config's ``train`` section (Adam, learning rate 1e-4 as in the paper, early
+#: stopping, seed, device, precision): one class, so every default lives in one place, :class:`TrainConfig`.
+TrainSettings = TrainConfig
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -50,57 +43,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class TrainSettings:
-    """Optimisation settings (the paper: Adam, learning rate 1e-4)."""
-
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    patience: int = 15
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # see mtl_core.accel: auto is bf16 autocast on CUDA, fp32 elsewhere
-
-
-@dataclass
-class History:
-    """Per-epoch losses: ``train`` / ``val`` hold {"total": .., task: ..} dicts; ``weights`` the loss weights."""
-
-    train: list[dict[str, float]] = field(default_factory=list)
-    val: list[dict[str, float]] = field(default_factory=list)
-    weights: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = -1
-
-
-@dataclass
-class _Loop:
-    """Where a training stands: what a checkpoint saves besides the tensors."""
-
-    history: History = field(default_factory=History)
-    epoch: int = 0  # epochs completed
-    stopped: bool = False  # early stopping ended the training
-    best: float = float("inf")
-    waited: int = 0
-    best_state: dict[str, Any] | None = None
-
-
 class Trainer:
     """Fits a :class:`MultiTaskModel` with a :class:`LossComposer`.
 
     Example:
-        >>> trainer = Trainer(model, LossComposer(tasks), TrainSettings(epochs=5))  # doctest: +SKIP
+        >>> trainer = Trainer(model, LossComposer(tasks), TrainConfig(epochs=5))  # doctest: +SKIP
         >>> history = trainer.fit(train_data, val_data)  # doctest: +SKIP
     """
 
-    def __init__(self, model: MultiTaskModel, composer: LossComposer, settings: TrainSettings | None = None) -> None:
+    def __init__(self, model: MultiTaskModel, composer: LossComposer, settings: TrainConfig | None = None) -> None:
         self.model, self.composer = model, composer
-        self.settings = settings or TrainSettings()
+        self.settings = settings or TrainConfig()
         self.device = pick_device(self.settings.device)
         self.precision = resolve_precision(self.settings.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self._best_saved = -1  # epoch whose best weights the side file holds
 
     def _optimiser(self) -> torch.optim.Optimizer:
         # A task may ask for a faster head (a point task's new head on frozen maps): its own parameter group.
@@ -169,56 +125,54 @@ class Trainer:
             progress: optional tqdm-like factory for an epoch progress bar.
             checkpoint: optional file. When it exists, training continues from it (an interrupted training
                 resumed this way ends exactly as an uninterrupted one on the CPU); after every epoch it is
-                rewritten atomically with the model, optimiser, weighting, best weights, RNG states and history.
+                rewritten atomically with the model, optimiser, weighting, best weights, RNG states and history
+                (:class:`~mtl_core.train.state.TrainingCheckpoint`).
 
         Raises:
             RunError: ``checkpoint`` is corrupt, or was written for another model or other settings.
         """
-        s = self.settings
-        seed_everything(s.seed)
+        seed_everything(self.settings.seed)
         self.model.to(self.device)
         self.composer.to(self.device)
         optimiser = self._optimiser()
-        generator = torch.Generator().manual_seed(s.seed)
-        loop = _Loop()
-        found = checkpoint_file(checkpoint) if checkpoint is not None else None
-        if found is not None:
-            self._restore(found, optimiser, generator, loop, Path(checkpoint))
-        bar = progress(total=s.epochs, desc="train", unit="epoch") if progress else None
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, self.model, self.composer, self.scaler,
+                                                                   self.settings_record())
+        loop = LoopState() if saved is None else saved.restore(optimiser, generator)
         first_epoch = loop.epoch
+        self._epochs(train, val, optimiser, generator, loop, saved, progress)
+        if loop.best_state is not None:
+            self.model.load_state_dict(loop.best_state["model"])
+            self.composer.load_state_dict(loop.best_state["composer"])
+        else:
+            loop.history.best_epoch = len(loop.history.train) - 1
+        if saved is not None and loop.epoch > first_epoch:
+            saved.save_finished(generator, loop)
+        return loop.history
+
+    def _epochs(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
+                generator: torch.Generator, loop: LoopState, saved: TrainingCheckpoint | None,
+                progress: Callable | None) -> None:
+        """The remaining epochs (with a progress bar), each followed by a checkpoint."""
+        bar = progress(total=self.settings.epochs, desc="train", unit="epoch") if progress else None
         try:
             if bar and loop.epoch:
                 bar.update(loop.epoch)
-            while loop.epoch < s.epochs and not loop.stopped:
+            while loop.epoch < self.settings.epochs and not loop.stopped:
                 if bar:
                     bar.update(1)
                     if loop.history.val:
                         bar.set_postfix(val_loss=f"{loop.history.val[-1]['total']:.3f}")
                 self._epoch(train, val, optimiser, generator, loop)
                 loop.epoch += 1
-                if checkpoint is not None:
-                    self._save(Path(checkpoint), optimiser, generator, loop)
+                if saved is not None:
+                    saved.save(optimiser, generator, loop)
         finally:  # an interrupted training leaves a clean console line too
             if bar:
                 bar.close()
-        if loop.best_state is not None:
-            self.model.load_state_dict(loop.best_state["model"])
-            self.composer.load_state_dict(loop.best_state["composer"])
-        else:
-            loop.history.best_epoch = len(loop.history.train) - 1
-        if checkpoint is not None and loop.epoch > first_epoch:
-            self._save_finished(Path(checkpoint), generator, loop)
-        return loop.history
-
-    def _save_finished(self, path: Path, generator: torch.Generator, loop: _Loop) -> None:
-        """A finished training keeps only what a resumed run reads back: its final (best) weights and history, a
-        third of a running checkpoint, without the optimiser state, the side file or the previous copies."""
-        state = self._snapshot(None, generator, loop) | {"best_weights": None if loop.best_state is None else "model"}
-        save_checkpoint(path, state)
-        drop_side_files(path)
 
     def _epoch(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
-               generator: torch.Generator, loop: _Loop) -> None:
+               generator: torch.Generator, loop: LoopState) -> None:
         """One training epoch, its validation and the early-stopping bookkeeping."""
         history = loop.history
         self.model.train()
@@ -240,79 +194,9 @@ class Trainer:
                 log.info("early stop at epoch %d (best %d)", loop.epoch + 1, history.best_epoch + 1)
                 loop.stopped = True
 
-    def _settings_record(self) -> dict:
-        return {k: v for k, v in asdict(self.settings).items() if k != "device"}  # another device may resume
-
-    def _save(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop) -> None:
-        """Checkpoint after an epoch. The best weights so far are the model's own in an epoch that improved;
-        otherwise they go to a side file (:func:`best_file`), written once when they stop being the model's, not
-        every epoch: a quarter of the bytes saved per epoch."""
-        best_epoch = loop.history.best_epoch
-        if loop.best_state is None:
-            best = None
-        elif best_epoch == loop.epoch - 1:
-            best = "model"
-        else:
-            if self._best_saved != best_epoch:
-                save_checkpoint(best_file(path), {"epoch": best_epoch, "best_state": loop.best_state})
-                self._best_saved = best_epoch
-            best = best_epoch
-        save_checkpoint(path, self._snapshot(optimiser, generator, loop) | {"best_weights": best})
-
-    def _snapshot(self, optimiser: torch.optim.Optimizer | None, generator: torch.Generator, loop: _Loop) -> dict:
-        """Everything :meth:`_restore` needs, as tensors and JSON values (the history as one JSON text); no
-        optimiser state for a finished training."""
-        h = loop.history
-        history = {"train": h.train, "val": h.val, "weights": h.weights, "best_epoch": h.best_epoch}
-        return {"settings": self._settings_record(), "strategy": self.composer.strategy, "epoch": loop.epoch,
-                "stopped": loop.stopped, "best": loop.best, "waited": loop.waited, "history": json.dumps(history),
-                "model": self.model.state_dict(), "composer": self.composer.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_state(generator)} | (
-                   {} if optimiser is None else {"optimiser": optimiser.state_dict()})
-
-    def _best_weights(self, state: dict, checkpoint: Path) -> dict[str, Any] | None:
-        """The best weights a checkpoint refers to (see :meth:`_save`)."""
-        best = state.get("best_weights")
-        if best is None:
-            return None
-        if best == "model":
-            return copy.deepcopy({"model": state["model"], "composer": state["composer"]})
-        side = load_checkpoint(best_file(checkpoint))
-        if side.get("epoch") != best:
-            raise RunError(f"checkpoint {best_file(checkpoint)} holds the best weights of epoch {side.get('epoch')}, "
-                           f"not of epoch {best}; delete {checkpoint.parent} to start that training over")
-        self._best_saved = best
-        return side["best_state"]
-
-    def _restore(self, path: Path, optimiser: torch.optim.Optimizer, generator: torch.Generator, loop: _Loop,
-                 checkpoint: Path) -> None:
-        """Continue from the checkpoint at ``path`` (``checkpoint``, or the copy a killed save left aside)."""
-        state = load_checkpoint(path)
-        mine = self._settings_record() | {"strategy": self.composer.strategy}
-        theirs = dict(state.get("settings", {})) | {"strategy": state.get("strategy")}
-        changed = [k for k in mine if mine[k] != theirs.get(k)]
-        if changed:
-            raise RunError(f"checkpoint {path} was made with other training settings ({changed[0]}: "
-                           f"{theirs.get(changed[0])!r} there, {mine[changed[0]]!r} now); use the same settings, "
-                           f"or delete it to start that training over")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.composer.load_state_dict(state["composer"])
-            if "optimiser" in state:  # a finished training has none: it will not take another step
-                optimiser.load_state_dict(state["optimiser"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RunError(f"checkpoint {path} does not fit this model ({reason}); it was made with another "
-                           f"configuration: delete it to start that training over") from None
-        restore_rng(state["rng"], generator)
-        h = json.loads(state["history"])
-        loop.history = History(list(h["train"]), list(h["val"]), list(h["weights"]), int(h["best_epoch"]))
-        loop.epoch, loop.stopped, loop.best, loop.waited = (int(state["epoch"]), bool(state["stopped"]),
-                                                            float(state["best"]), int(state["waited"]))
-        loop.best_state = self._best_weights(state, checkpoint)
-        log.info("resuming training from %s after epoch %d", path, loop.epoch)
+    def settings_record(self) -> dict:
+        """The settings a checkpoint records and a resumed training must share (another device may resume)."""
+        return {k: v for k, v in self.settings.model_dump().items() if k != "device"}
 
     def stopping_score(self, val_losses: dict[str, float]) -> float:
         """Early-stopping criterion: per-task validation losses summed with the tasks' static weights, so that

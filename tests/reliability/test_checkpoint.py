@@ -12,7 +12,7 @@ import torch
 from mtl_core.errors import RunError
 from mtl_core.train import WEIGHTINGS
 from mtl_core.train import checkpoint as ckpt
-from mtl_core.train import trainer as trainer_module
+from mtl_core.train import state as state_module
 from tests.core.train.test_model_trainer import _data, _fit_tasks, _problem, _tasks, _trainer
 
 EPOCHS = 6
@@ -43,7 +43,7 @@ def _fit(strategy, path=None, stop_after=None, monkeypatch=None, **settings):
             if saves.count(path) == stop_after and where == path:  # side files of best weights do not count
                 raise Interrupted
 
-        monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_stop)
+        monkeypatch.setattr(state_module, "save_checkpoint", save_then_stop)
         with pytest.raises(Interrupted):
             trainer.fit(train, val, checkpoint=path)
         monkeypatch.undo()
