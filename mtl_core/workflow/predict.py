@@ -14,7 +14,7 @@ from ..data import load_image_tensor
 from ..errors import MTLError, RunError
 from ..evaluate import DistanceCheck
 from ..features import BackboneFusion
-from ..io import load_weights, read_image, read_json
+from ..io import read_image, read_run_model
 from ..model import MultiTaskModel, create_model
 from ..plugins import load_plugin
 from ..tasks import Task, task_from_schema
@@ -45,40 +45,47 @@ def _reader(plugin_name: str):
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    """Rebuild the model of ``run_dir`` from ``model.json`` and ``model.safetensors`` (no pickle anywhere)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist; give the --output folder of a finished `mtl run`")
-    schema = read_json(run_dir / "model.json")
-    state = load_weights(run_dir / "model.safetensors")
-    plugin = schema.get("plugin", "") if isinstance(schema, dict) else ""
-    reader = _reader(str(plugin))  # first: importing the plugin registers its task kinds
+    """Rebuild the model of ``run_dir`` from ``model.json`` and ``model.safetensors`` (no pickle anywhere), through
+    :func:`~mtl_core.model.create_model` as training built it.
+
+    Raises:
+        RunError: the folder is not a finished run folder of this format, or its files do not fit each other.
+    """
+    saved = read_run_model(Path(run_dir))
+    schema, state = saved.schema, saved.state
+    reader = _reader(str(schema.get("plugin", "")))  # first: importing the plugin registers its task kinds
     try:
         tasks = [task_from_schema(t) for t in schema["tasks"]]
         model_cfg = ModelConfig.model_validate(schema["model"])
         size, seed = int(schema["image_size"]), int(schema["seed"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{run_dir / 'model.json'} is not a valid task schema ({exc})") from None
-    fusion = BackboneFusion(model_cfg.backbones, weights=model_cfg.weights, pooling=model_cfg.pooling,
-                            grid=model_cfg.grid, map_size=model_cfg.map_size, map_levels=model_cfg.map_levels,
-                            image_size=size, frozen=model_cfg.frozen,
-                            allow_download=False, on_missing_weights="error", seed=seed)
+        raise RunError(f"{saved.schema_file} is not a valid task schema ({exc})") from None
+    fusion = _fusion(model_cfg, size, seed)
     fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
     if fusion_state:
         fusion.load_state_dict(fusion_state)
     elif fusion.checksum() != schema.get("backbone_checksum"):
-        raise RunError(f"the backbones rebuilt for {run_dir} differ from the ones it was trained with (other "
+        raise RunError(f"the backbones rebuilt for {saved.folder} differ from the ones it was trained with (other "
                        f"weights file or library version); predict where the run was made")
     model = create_model(fusion, tasks, model_cfg.trunk.model_dump(), model_cfg.share_heatmap)
-    rest = {k: v for k, v in state.items() if not k.startswith("fusion.")}
-    missing, unexpected = model.load_state_dict(rest, strict=False)
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fusion.")},
+                                                strict=False)
     missing = [k for k in missing if not k.startswith("fusion.")]
     if missing or unexpected:
-        raise RunError(f"{run_dir / 'model.safetensors'} does not fit its model.json ({len(missing)} missing, "
+        raise RunError(f"{saved.weights_file} does not fit its model.json ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected tensors)")
     model.eval()
-    check = DistanceCheck.load(run_dir / "ood.safetensors") if (run_dir / "ood.safetensors").is_file() else None
-    return LoadedRun(model, tasks, size, reader, check)
+    ood = saved.folder / "ood.safetensors"
+    return LoadedRun(model, tasks, size, reader, DistanceCheck.load(ood) if ood.is_file() else None)
+
+
+def _fusion(model_cfg: ModelConfig, image_size: int, seed: int) -> BackboneFusion:
+    """The run's backbones, built now (images go through them) from the weights recorded per backbone, never
+    downloaded: weights that cannot be had are an error here, not a random initialisation."""
+    return BackboneFusion(model_cfg.backbones, weights=model_cfg.weights, pooling=model_cfg.pooling,
+                          grid=model_cfg.grid, map_size=model_cfg.map_size, map_levels=model_cfg.map_levels,
+                          image_size=image_size, frozen=model_cfg.frozen, allow_download=False,
+                          on_missing_weights="error", seed=seed)
 
 
 def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
