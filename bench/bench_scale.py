@@ -78,6 +78,7 @@ def child(n: int, threads: int | None) -> dict[str, float]:
     from mtl_core.config import load_config
     from mtl_core.train import pick_device
     from mtl_core.workflow.run import (
+        RunContext,
         build_fusion,
         compute_inputs,
         effective_model,
@@ -106,18 +107,18 @@ def child(n: int, threads: int | None) -> dict[str, float]:
     rss_before = peak_rss_mb()
     ticks: list[tuple[float, int]] = []  # (time, images extracted so far), from the extraction's progress calls
     began = time.perf_counter()
-    inputs, is_features, _ = compute_inputs(prep, fusion, config, image_size, lambda **_: _Ticks(ticks))
+    inputs = compute_inputs(prep, fusion, config, image_size, lambda **_: _Ticks(ticks))
     extraction = time.perf_counter() - began
     rss_extracted = peak_rss_mb()
     split = make_splits(prep.records, prep.plugin, config)[0]
     start = time.perf_counter()
-    train_and_predict(prep.tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split)
+    train_and_predict(RunContext(config, prep, model_cfg, image_size, None, fusion, inputs), prep.tasks, split)
     epoch = time.perf_counter() - start
     return {"n": n, "generation_s": generation, "extraction_s": extraction, "extraction_ips": n / extraction,
             "first_1k_ips": _rate(ticks, 0, 1000), "last_1k_ips": _rate(ticks, n - 1000, n),
-            "reader_id_s": reader_id, "epoch_s": epoch, "train_cases": len(split["train"]),
-            "epoch_ips": len(split["train"]) / epoch,
-            "features_mb": inputs.numel() * inputs.element_size() / 2**20, "rss_before_mb": rss_before,
+            "reader_id_s": reader_id, "epoch_s": epoch, "train_cases": len(split.train),
+            "epoch_ips": len(split.train) / epoch,
+            "features_mb": inputs.tensor.numel() * inputs.tensor.element_size() / 2**20, "rss_before_mb": rss_before,
             "rss_extracted_mb": rss_extracted, "peak_rss_mb": peak_rss_mb()}
 
 

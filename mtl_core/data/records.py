@@ -135,7 +135,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return index, load_image_tensor(self.paths[index], self.reader, self.size)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TensorData:
     """Model inputs (cached features (N, F) or images (N, C, H, W)) with encoded targets and masks.
 
@@ -174,3 +174,23 @@ class TensorData:
                 "mask": {k: v[idx] for k, v in self.masks.items()},
                 "id": [self.ids[i] for i in idx.tolist()],
             }
+
+
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value: compared by identity
+class TrainingInputs:
+    """What every training of a run reads: one row per case of the records, computed once per run.
+
+    Attributes:
+        tensor: cached fused features (N, F) or (N, C, h, w) of frozen backbones, else the resized images
+            (N, C, H, W) that trained backbones read.
+        is_features: True when ``tensor`` holds features, False for images.
+        cache_stats: feature-cache hits and misses of this run (empty when no cache was used), for the report.
+    """
+
+    tensor: torch.Tensor
+    is_features: bool = True
+    cache_stats: dict[str, int] = field(default_factory=dict)
+
+    def part(self, records: Records, tasks: list[Task], rows: np.ndarray) -> TensorData:
+        """The cases at ``rows`` with their targets encoded by the (fitted) tasks; shares ``tensor``."""
+        return TensorData.build(self.tensor, records.subset(rows), tasks, self.is_features, rows=rows)

@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 from ..errors import ConfigError
+
+PARTS = ("train", "val", "test")
+
+
+def _empty() -> np.ndarray:
+    return np.array([], dtype=int)
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: splits compare by identity
+class Split:
+    """One training's cases: row indices of its training, validation (early stopping) and test parts.
+
+    ``repeat`` / ``fold`` number a cross-validation training; the final model of a cross-validated run, trained on
+    every case, is ``repeat = fold = -1`` with an empty test part.
+
+    Example:
+        >>> split = Split(np.array([0, 2]), np.array([1]), np.array([3]))
+        >>> split.to_json(["a", "b", "c", "d"])
+        {'train': ['a', 'c'], 'val': ['b'], 'test': ['d'], 'repeat': 0, 'fold': 0}
+    """
+
+    train: np.ndarray
+    val: np.ndarray = field(default_factory=_empty)
+    test: np.ndarray = field(default_factory=_empty)
+    repeat: int = 0
+    fold: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        """The final model of a cross-validated run (every case but the validation part is trained on)."""
+        return self.fold < 0
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """{"train" | "val" | "test": row indices}, in that order."""
+        return {name: getattr(self, name) for name in PARTS}
+
+    def to_json(self, ids: list[str]) -> dict[str, Any]:
+        """The split with case ids for indices, as ``split.json`` holds it (parts, then repeat and fold)."""
+        return {name: [ids[i] for i in rows] for name, rows in self.parts().items()} | {
+            "repeat": self.repeat, "fold": self.fold}
 
 
 def _stratified_take(index: np.ndarray, strata: np.ndarray, fraction: float,
@@ -36,8 +79,8 @@ def _grouped_take(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | No
 
 
 def holdout_split(n: int, strata: np.ndarray | None, test_fraction: float, val_fraction: float,
-                  seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, validation and test indices; each stratum is split in the same proportions.
+                  seed: int, groups: np.ndarray | None = None) -> Split:
+    """Train, validation and test indices (repeat and fold 0); each stratum is split in the same proportions.
 
     Args:
         n: number of cases.
@@ -55,8 +98,8 @@ def holdout_split(n: int, strata: np.ndarray | None, test_fraction: float, val_f
     if val_fraction > 0:
         train, val = _grouped_take(rest, labels, groups, val_fraction, rng)
     else:
-        train, val = rest, np.array([], dtype=int)
-    return train, val, test
+        train, val = rest, _empty()
+    return Split(train, val, test)
 
 
 def _deal(units: np.ndarray, unit_strata: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,15 +116,14 @@ def _deal(units: np.ndarray, unit_strata: np.ndarray, folds: int, rng: np.random
 
 
 def kfold_splits(n: int, strata: np.ndarray | None, groups: np.ndarray | None, folds: int, repeats: int,
-                 val_fraction: float, seed: int) -> list[dict[str, np.ndarray]]:
+                 val_fraction: float, seed: int) -> list[Split]:
     """Repeated (group-aware) stratified K-fold: every case is in the test part exactly once per repeat.
 
     Groups (patients) are kept whole: a group's stratum is its most frequent one. A stratum with fewer units than
     ``folds`` is spread over as many folds as it has units (its other folds have none of it).
 
     Returns:
-        One dict per (repeat, fold) with ``train``, ``val`` (taken from the training part, stratified), ``test``
-        index arrays and ``repeat`` / ``fold`` numbers.
+        One :class:`Split` per (repeat, fold), its validation part taken from the training part, stratified.
     """
     labels = (np.zeros(n, dtype=int) if strata is None else np.asarray(strata)).astype(str)
     group_ids = np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)
@@ -100,8 +142,8 @@ def kfold_splits(n: int, strata: np.ndarray | None, groups: np.ndarray | None, f
             if val_fraction > 0:
                 train, val = _grouped_take(rest, labels, groups, val_fraction, rng)
             else:
-                train, val = rest, np.array([], dtype=int)
-            out.append({"train": train, "val": val, "test": test, "repeat": repeat, "fold": fold})
+                train, val = rest, _empty()
+            out.append(Split(train, val, test, repeat, fold))
     return out
 
 
@@ -123,5 +165,5 @@ def train_val_split(n: int, strata: np.ndarray | None, val_fraction: float, seed
     """All cases into training and (stratified, group-aware) validation parts, no test part."""
     labels = (np.zeros(n, dtype=int) if strata is None else np.asarray(strata)).astype(str)
     if val_fraction <= 0:
-        return np.arange(n), np.array([], dtype=int)
+        return np.arange(n), _empty()
     return _grouped_take(np.arange(n), labels, groups, val_fraction, np.random.default_rng(seed))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import Split, TrainingInputs
 from ..errors import RunError
 from ..io import save_weights
 
@@ -107,8 +108,8 @@ def model_embeddings(model, inputs: torch.Tensor, rows: np.ndarray, is_features:
     return torch.cat(out) if out else torch.zeros(0, model.feature_mean.numel())
 
 
-def fit_check(model, inputs: torch.Tensor, split: dict, is_features: bool) -> DistanceCheck:
+def fit_check(model, inputs: TrainingInputs, split: Split) -> DistanceCheck:
     """A check for a trained model: training rows as reference, its validation and test rows as held-out cases."""
-    held_out = np.concatenate([np.asarray(split.get(part, []), dtype=np.int64) for part in ("val", "test")])
-    return DistanceCheck.fit(model_embeddings(model, inputs, np.asarray(split["train"]), is_features),
-                             model_embeddings(model, inputs, held_out, is_features))
+    held_out = np.concatenate([np.asarray(part, dtype=np.int64) for part in (split.val, split.test)])
+    return DistanceCheck.fit(model_embeddings(model, inputs.tensor, np.asarray(split.train), inputs.is_features),
+                             model_embeddings(model, inputs.tensor, held_out, inputs.is_features))

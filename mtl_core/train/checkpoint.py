@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import Split
 from ..errors import RunError
 from ..io import read_json, safetensors_chunks, safetensors_header, tensor_bytes, write_error, write_json
 
@@ -307,10 +308,9 @@ def open_run_checkpoints(output: Path, config: Any, records: Any, *, resume: boo
     return RunCheckpoints(output, resolved, data_identity(records.ids, records.targets), resume=resume, say=say)
 
 
-def training_key(split: Mapping[str, Any], tasks: list[Any], all_tasks: list[Any]) -> str:
+def training_key(split: Split, tasks: list[Any], all_tasks: list[Any]) -> str:
     """Checkpoint name of one training of a run: its repeat and fold (or ``final``), and its tasks when a subset."""
-    fold, repeat = int(split.get("fold", 0)), int(split.get("repeat", 0))
-    key = "final" if fold < 0 else f"repeat{repeat}-fold{fold}"
+    key = "final" if split.is_final else f"repeat{split.repeat}-fold{split.fold}"
     names = [t.name for t in tasks]
     return key if names == [t.name for t in all_tasks] else f"{key}-only-{'+'.join(names)}"
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import Records
+from ..data import Records, Split
 from ..evaluate import evaluate_outputs
 from ..tasks import Task, kind_class
 from .run import Fitted
@@ -32,12 +32,13 @@ class FoldResult:
     single_task: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def decoded_predictions(tasks: list[Task], records: Records, fitted: Fitted, repeat: int, fold: int) -> pd.DataFrame:
-    """One row per test case: each task's truth and prediction columns in its own terms (class names, values)
-    and its extra output columns (such as a class probability), from :meth:`~mtl_core.tasks.base.Task.table_columns`
-    and :meth:`~mtl_core.tasks.base.Task.output_columns`."""
-    test = records.subset(fitted.split["test"])
-    frame = pd.DataFrame({"id": test.ids, "repeat": repeat, "fold": fold})
+def decoded_predictions(tasks: list[Task], records: Records, fitted: Fitted) -> pd.DataFrame:
+    """One row per test case (with its training's repeat and fold): each task's truth and prediction columns in its
+    own terms (class names, values) and its extra output columns (such as a class probability), from
+    :meth:`~mtl_core.tasks.base.Task.table_columns` and :meth:`~mtl_core.tasks.base.Task.output_columns`."""
+    split = fitted.split
+    test = records.subset(split.test)
+    frame = pd.DataFrame({"id": test.ids, "repeat": split.repeat, "fold": split.fold})
     for task in tasks:
         out = fitted.outputs[task.name]
         truth = np.asarray(test.targets[task.name], np.float64)
@@ -49,7 +50,7 @@ def decoded_predictions(tasks: list[Task], records: Records, fitted: Fitted, rep
     return frame
 
 
-def run_folds(tasks: list[Task], records: Records, splits: list[dict], train: Callable[..., Fitted],
+def run_folds(tasks: list[Task], records: Records, splits: list[Split], train: Callable[[list[Task], Split], Fitted],
               single_task: bool, say: Callable[[str], None]) -> list[FoldResult]:
     """Train (and evaluate) the multi-task model, and optionally one single-task model per task, on each split.
 
@@ -59,12 +60,11 @@ def run_folds(tasks: list[Task], records: Records, splits: list[dict], train: Ca
     results = []
     for i, split in enumerate(splits):
         if len(splits) > 1:
-            say(f"fold {split['fold'] + 1} of repeat {split['repeat'] + 1} ({i + 1}/{len(splits)})")
+            say(f"fold {split.fold + 1} of repeat {split.repeat + 1} ({i + 1}/{len(splits)})")
         fitted = train(tasks, split)
-        test_targets = records.subset(split["test"]).targets
+        test_targets = records.subset(split.test).targets
         metrics = evaluate_outputs(tasks, fitted.outputs, test_targets)
-        result = FoldResult(split["repeat"], split["fold"], fitted, metrics,
-                            decoded_predictions(tasks, records, fitted, split["repeat"], split["fold"]))
+        result = FoldResult(split.repeat, split.fold, fitted, metrics, decoded_predictions(tasks, records, fitted))
         if single_task:
             for task in tasks:  # same split, same features, same trunk: one task at a time
                 alone = train([task], split)

@@ -9,29 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from ..config import RunConfig
-from ..data import small_strata
+from ..data import Split, small_strata
 from ..evaluate import fit_check
 from ..features import BackboneFusion, library_versions
-from ..io import atomic_write, save_weights, write_csv, write_json
+from ..io import atomic_write, write_csv, write_json, write_run_model
 from ..plugins import plugin_version
 from ..report import CaseImages, console_table, markdown_report, write_figures, write_html
-from ..tasks import Task
-from ..train import open_run_checkpoints, training_key
-from .crossval import aggregate, delta_m, run_folds, strata_breakdown
+from ..train import RunCheckpoints, open_run_checkpoints, training_key
+from .crossval import FoldResult, aggregate, delta_m, run_folds, strata_breakdown
 from .run import (
     Fitted,
     Prepared,
+    RunContext,
     Say,
-    build_fusion,
-    cache_dir,
-    check_model_for_tasks,
-    compute_inputs,
-    effective_model,
+    decide_run,
     final_split,
     label_counts,
     make_splits,
@@ -49,6 +44,16 @@ class RunResult:
     table: str
 
 
+@dataclass(frozen=True)
+class Trained:
+    """Every training of a run: the evaluated folds, their decoded test predictions and the model the run saves."""
+
+    splits: list[Split]
+    results: list[FoldResult]
+    predictions: pd.DataFrame
+    final: Fitted
+
+
 def weights_used(fusion: BackboneFusion, model_cfg) -> dict[str, str]:
     """Per backbone, what was actually loaded: "random" when pretrained weights could not be had."""
     asked = model_cfg.weights
@@ -57,39 +62,39 @@ def weights_used(fusion: BackboneFusion, model_cfg) -> dict[str, str]:
             for i in fusion.infos}
 
 
-def model_schema(config: RunConfig, prep: Prepared, fusion: BackboneFusion, model_cfg, image_size: int,
-                 tasks: list[Task]) -> dict[str, Any]:
-    """Everything ``mtl predict`` needs to rebuild the model, as JSON."""
+def model_schema(ctx: RunContext) -> dict[str, Any]:
+    """Everything ``mtl predict`` needs to rebuild the model, as JSON (the run-folder format is added by
+    :func:`~mtl_core.io.write_run_model`)."""
+    config, fusion = ctx.config, ctx.fusion
     return {
-        "format": "mtl-run/1",
         "plugin": config.plugin,
         "plugin_options": config.plugin_options,
-        "image_size": image_size,
+        "image_size": ctx.image_size,
         "seed": config.train.seed,
-        "model": model_cfg.model_dump() | {"weights": weights_used(fusion, model_cfg)},
+        "model": ctx.model_cfg.model_dump() | {"weights": weights_used(fusion, ctx.model_cfg)},
         "backbones": fusion.describe(),
         "backbone_checksum": fusion.checksum(),
-        "tasks": [t.describe() for t in tasks],
+        "tasks": [t.describe() for t in ctx.tasks],
     }
 
 
-def _summary(config: RunConfig, prep: Prepared, fusion: BackboneFusion, fallback: str | None, image_size: int,
-             wall: float, stats: dict[str, int]) -> dict[str, Any]:
+def _summary(ctx: RunContext, wall: float) -> dict[str, Any]:
+    config, fusion = ctx.config, ctx.fusion
     return {
-        "plugin": f"{config.plugin} {plugin_version(prep.plugin)}",
-        "data": str(prep.data_dir),
-        "cases": len(prep.records),
+        "plugin": f"{config.plugin} {plugin_version(ctx.prep.plugin)}",
+        "data": str(ctx.prep.data_dir),
+        "cases": len(ctx.records),
         "backbones": ", ".join(f"{i.name} ({i.weights})" for i in fusion.infos),
         "weights": "RANDOM INITIALISATION" if fusion.uses_random_weights else "pretrained",
-        "fallback": fallback or "none",
+        "fallback": ctx.fallback or "none",
         "pooling": _pooling(fusion),
         "weights_ids": {i.name: i.weights_id for i in fusion.infos},
         "backbones_frozen": fusion.frozen,
-        "image_size": image_size,
+        "image_size": ctx.image_size,
         "share_heatmap": config.model.share_heatmap,
         "loss_weighting": config.loss.strategy,
         "seed": config.train.seed,
-        "feature_cache": stats or "not used",
+        "feature_cache": ctx.inputs.cache_stats or "not used",
         "versions": library_versions() | {"python": platform.python_version()},
         "wall_time_s": round(wall, 1),
     }
@@ -115,43 +120,50 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     prep = prepare(config, data, say)
     out = Path(output or config.output)
     checkpoints = open_run_checkpoints(out, config, prep.records, resume=resume, say=say)
-    model_cfg, image_size, fallback = effective_model(config)
-    check_model_for_tasks(model_cfg, prep.tasks)
-    if fallback:
-        say(f"NOTE: {fallback}")
-    fusion = build_fusion(model_cfg, image_size, config.train.seed)
-    if fusion.uses_random_weights:
-        say("WARNING: backbones use RANDOM INITIALISATION (no pretrained weights); this is recorded in the outputs")
-    say(f"caches: {cache_dir()} (set MTL_CACHE_DIR to move them)")
-    inputs, is_features, stats = compute_inputs(prep, fusion, config, image_size, progress)
-
-    def train(tasks: list[Task], split: dict[str, Any]) -> Fitted:
-        return train_and_predict(tasks, prep.records, inputs, is_features, fusion, model_cfg, config, split,
-                                 progress=progress, checkpoint=checkpoints.path(training_key(split, tasks, prep.tasks)))
-
-    splits = make_splits(prep.records, prep.plugin, config)
-    results = run_folds(prep.tasks, prep.records, splits, train, config.evaluation.wants_single_task(), say)
-    final = results[0].fitted if len(results) == 1 else train(prep.tasks, final_split(prep.records, prep.plugin,
-                                                                                      config))
-    predictions = pd.concat([r.predictions for r in results], ignore_index=True)
-    tasks_metrics = aggregate(prep.tasks, results)
-    summary = _summary(config, prep, fusion, fallback, image_size, time.perf_counter() - start, stats)
-    metrics = {"tasks": tasks_metrics, "delta_m": delta_m(tasks_metrics),
-               "protocol": _protocol(config, prep, splits),
-               "strata": strata_breakdown(prep.tasks, prep.records, predictions),
-               "label_counts": label_counts(prep.tasks, prep.records, splits[0]),
-               "run": summary, "notes": prep.notes + ([fallback] if fallback else [])}
-    check = fit_check(final.model, inputs, final.split, is_features)
+    ctx = decide_run(config, prep, say, progress)
+    trained = train_all(ctx, checkpoints, say)
+    metrics = run_metrics(ctx, trained, time.perf_counter() - start)
+    check = fit_check(trained.final.model, ctx.inputs, trained.final.split)
     metrics["out_of_distribution"] = {"method": f"mean distance to the {check.k} nearest training cases",
                                       "threshold": check.threshold, "quantile": check.quantile,
                                       "calibrated_on": check.calibrated_on}
     check.save(out / "ood.safetensors")  # before _write_run, whose metrics.json marks a finished run
-    _write_run(out, config, prep, fusion, model_cfg, image_size, final, results, predictions, metrics, summary)
+    _write_run(ctx, out, trained, metrics)
     checkpoints.finish()
-    return RunResult(out, metrics, console_table(tasks_metrics))
+    return RunResult(out, metrics, console_table(metrics["tasks"]))
 
 
-def _protocol(config: RunConfig, prep: Prepared, splits: list[dict[str, Any]]) -> dict[str, Any]:
+def train_all(ctx: RunContext, checkpoints: RunCheckpoints, say: Say) -> Trained:
+    """Every training of the run (each checkpointed): the folds, their single-task baselines when asked for, and
+    the final model of a cross-validated run (trained on every case but a validation part)."""
+    prep = ctx.prep
+
+    def train(tasks: list, split: Split) -> Fitted:
+        return train_and_predict(ctx, tasks, split, checkpoint=checkpoints.path(training_key(split, tasks,
+                                                                                              prep.tasks)))
+
+    splits = make_splits(prep.records, prep.plugin, ctx.config)
+    results = run_folds(prep.tasks, prep.records, splits, train, ctx.config.evaluation.wants_single_task(), say)
+    final = results[0].fitted if len(results) == 1 else train(prep.tasks, final_split(prep.records, prep.plugin,
+                                                                                      ctx.config))
+    predictions = pd.concat([r.predictions for r in results], ignore_index=True)
+    return Trained(splits, results, predictions, final)
+
+
+def run_metrics(ctx: RunContext, trained: Trained, wall: float) -> dict[str, Any]:
+    """``metrics.json`` but the out-of-distribution check: per-task metrics over folds, Delta_m, the protocol,
+    per-stratum breakdowns, label counts, the run summary and notes."""
+    prep = ctx.prep
+    tasks_metrics = aggregate(prep.tasks, trained.results)
+    return {"tasks": tasks_metrics, "delta_m": delta_m(tasks_metrics),
+            "protocol": _protocol(ctx, trained.splits),
+            "strata": strata_breakdown(prep.tasks, prep.records, trained.predictions),
+            "label_counts": label_counts(prep.tasks, prep.records, trained.splits[0]),
+            "run": _summary(ctx, wall), "notes": prep.notes + ([ctx.fallback] if ctx.fallback else [])}
+
+
+def _protocol(ctx: RunContext, splits: list[Split]) -> dict[str, Any]:
+    config, prep = ctx.config, ctx.prep
     e, key = config.evaluation, prep.plugin.stratify_key
     strata = prep.records.strata.get(key) if key else None
     protocol = {"folds": e.folds, "repeats": e.repeats, "trainings": len(splits), "stratified_on": key,
@@ -167,22 +179,18 @@ def _protocol(config: RunConfig, prep: Prepared, splits: list[dict[str, Any]]) -
     return protocol
 
 
-def _write_run(out: Path, config: RunConfig, prep: Prepared, fusion: BackboneFusion, model_cfg, image_size: int,
-               final: Fitted, results: list, predictions: pd.DataFrame, metrics: dict[str, Any],
-               summary: dict[str, Any]) -> None:
-    atomic_write(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    save_weights(out / "model.safetensors", final.model.head_state_dict(), {"format": "mtl-run/1"})
-    write_json(out / "model.json", model_schema(config, prep, fusion, model_cfg, image_size, prep.tasks))
-    histories = [{"repeat": r.repeat, "fold": r.fold, "train": r.fitted.history.train, "val": r.fitted.history.val,
-                  "weights": r.fitted.history.weights, "best_epoch": r.fitted.history.best_epoch} for r in results]
+def _write_run(ctx: RunContext, out: Path, trained: Trained, metrics: dict[str, Any]) -> None:
+    prep = ctx.prep
+    atomic_write(out / "config.yaml", yaml.safe_dump(ctx.config.model_dump(mode="json"), sort_keys=False))
+    write_run_model(out, model_schema(ctx), trained.final.model.head_state_dict())
+    histories = [{"repeat": r.repeat, "fold": r.fold} | r.fitted.history.to_json() for r in trained.results]
     write_json(out / "history.json", {"trainings": histories, **{k: histories[0][k] for k in
                                                                  ("train", "val", "weights", "best_epoch")}})
-    write_json(out / "split.json", [{k: ([prep.records.ids[i] for i in v] if isinstance(v, np.ndarray) else v)
-                                     for k, v in r.fitted.split.items()} for r in results])
-    write_csv(out / "predictions.csv", predictions)
-    report = markdown_report(summary, metrics, [t.describe() for t in prep.tasks])
+    write_json(out / "split.json", [r.fitted.split.to_json(prep.records.ids) for r in trained.results])
+    write_csv(out / "predictions.csv", trained.predictions)
+    report = markdown_report(metrics["run"], metrics, [t.describe() for t in prep.tasks])
     atomic_write(out / "report.md", report)
-    _write_figures(out, prep, predictions, histories, report, metrics["tasks"])
+    _write_figures(out, prep, trained.predictions, histories, report, metrics["tasks"])
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 

@@ -181,8 +181,8 @@ def test_a_run_says_its_maps_do_not_fit_before_extracting(tmp_cache, make_pngs, 
         compute_inputs(prep, fusion, config, SIZE, None)
     assert not (tmp_cache / "features").exists() or not any((tmp_cache / "features").rglob("*.safetensors"))
     monkeypatch.setattr(memory, "available_memory", lambda: 10**9)
-    feats, is_features, stats = compute_inputs(prep, fusion, config, SIZE, None)
-    assert is_features and feats.dtype == torch.float16 and stats["cache_misses"] == 3
+    inputs = compute_inputs(prep, fusion, config, SIZE, None)
+    assert inputs.is_features and inputs.tensor.dtype == torch.float16 and inputs.cache_stats["cache_misses"] == 3
 
 
 # ---- warm runs -------------------------------------------------------------------------------------------------
