@@ -48,14 +48,15 @@ class Variant:
 def parse_backbones(spec: str) -> list[list[str]]:
     """``"resnet18;densenet161+efficientnet_b7"`` -> ``[["resnet18"], ["densenet161", "efficientnet_b7"]]``."""
     sets = [[b.strip() for b in part.split("+") if b.strip()] for part in spec.split(";") if part.strip()]
-    if not sets:
-        raise ConfigError(f"--backbones {spec!r} names no backbone; separate sets with ';' and fuse with '+'")
+    if not sets or not all(sets):  # "a;+" would train row a in full and only then stop at the empty set
+        raise ConfigError(f"--backbones {spec!r} names no backbone in a set; separate sets with ';' and fuse with '+'")
     return sets
 
 
 def parse_ablations(spec: str | None) -> list[str]:
     """Comma-separated ablation names (``none`` is always first)."""
-    names = ["none"] + [a.strip() for a in (spec or "").split(",") if a.strip() and a.strip() != "none"]
+    given = [a.strip() for a in (spec or "").split(",") if a.strip() and a.strip() != "none"]
+    names = ["none", *dict.fromkeys(given)]  # a name given twice is one row, not two runs into one folder
     for name in names:
         if name not in ABLATIONS:
             raise ConfigError(suggest(name, list(ABLATIONS), "ablation"))
