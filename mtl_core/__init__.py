@@ -29,7 +29,7 @@ _EXPORTS = {
     "ResidualSharedTrunk": "model.trunk", "MultiTaskModel": "model.network", "create_model": "model.network",
     "LossComposer": "train.losses", "LossOutput": "train.losses", "Weighting": "train.losses",
     "WEIGHTINGS": "train.losses", "Trainer": "train.trainer", "TrainSettings": "train.trainer",
-    "History": "train.trainer",
+    "TrainConfig": "config", "History": "train.state",
     "evaluate_outputs": "evaluate.scores",
     "Plugin": "plugins.contract", "load_plugin": "plugins.contract", "list_plugins": "plugins.contract",
     "check_plugin": "plugins.conformance", "ConformanceReport": "plugins.conformance",
