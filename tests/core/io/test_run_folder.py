@@ -16,7 +16,7 @@ from mtl_core.errors import RunError
 from mtl_core.io import RUN_FOLDER_FORMAT, read_run_model, save_weights, write_run_model
 
 REPO = Path(__file__).resolve().parents[3]
-SCHEMA = {"plugin": "jsrt_res_mtnet", "image_size": 32, "seed": 0, "tasks": [{"name": "age", "kind": "regression"}]}
+SCHEMA = {"plugin": "some_plugin", "image_size": 32, "seed": 0, "tasks": [{"name": "age", "kind": "regression"}]}
 
 
 def _state() -> dict[str, torch.Tensor]:
