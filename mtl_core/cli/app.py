@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import gc
 import json
 import logging
@@ -167,7 +168,8 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
         options = config.plugin_options
         if data is None and config.data.path and Path(config.data.path).exists():
             data = Path(config.data.path)
-    report = check_plugin(args.name, apply_overrides(options, args.option), data, samples=args.samples,
+    options = apply_overrides(copy.deepcopy(options), args.option)  # the config's own options stay as validated
+    report = check_plugin(args.name, options, data, samples=args.samples,
                           image_size=args.image_size)
     print(report.format())
     return 0 if report.ok else 1
