@@ -44,7 +44,7 @@ class RunResult:
     table: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors and models: compared by identity
 class Trained:
     """Every training of a run: the evaluated folds, their decoded test predictions and the model the run saves."""
 

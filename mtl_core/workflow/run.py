@@ -79,7 +79,7 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion | LazyFusion, config: 
     return TrainingInputs(images, False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors and models: compared by identity
 class RunContext:
     """What a run has decided before its first training: every training of the run reads it.
 
@@ -129,7 +129,7 @@ def decide_run(config: RunConfig, prep: Prepared, say: Say = print, progress: Ca
     return RunContext(config, prep, model_cfg, image_size, fallback, fusion, inputs, progress)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors and models: compared by identity
 class Fitted:
     """A trained model with its split and history."""
 
