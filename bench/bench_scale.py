@@ -76,10 +76,10 @@ def child(n: int, threads: int | None) -> dict[str, float]:
 
     from mtl_core.accel import extraction_batch
     from mtl_core.config import load_config
+    from mtl_core.features import create_fusion
     from mtl_core.train import pick_device
     from mtl_core.workflow.run import (
         RunContext,
-        build_fusion,
         compute_inputs,
         effective_model,
         make_splits,
@@ -97,7 +97,7 @@ def child(n: int, threads: int | None) -> dict[str, float]:
     prep = prepare(config, say=say)
     generation = time.perf_counter() - start
     model_cfg, image_size, _ = effective_model(config)
-    fusion = build_fusion(model_cfg, image_size, config.train.seed)
+    fusion = create_fusion(model_cfg, image_size, config.train.seed)
     with torch.inference_mode():  # warm-up, in the shape the extraction batches will have
         fusion(torch.rand(extraction_batch(config.data.batch_size, pick_device(config.train.device)), 1,
                           image_size, image_size))

@@ -13,6 +13,7 @@ misses, a forward call).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +111,16 @@ class LazyFusion:
         return self.built()(images)
 
 
-def _builder(model: ModelConfig, image_size: int, seed: int) -> Callable[[], BackboneFusion]:
-    def build() -> BackboneFusion:
-        return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
-                              map_size=model.map_size, map_levels=model.map_levels, image_size=image_size,
-                              frozen=model.frozen, allow_download=model.allow_download,
-                              on_missing_weights=model.on_missing_weights, seed=seed)
+def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion:
+    """The backbones of a model config, built now (training end to end, predicting on new images)."""
+    return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
+                          map_size=model.map_size, map_levels=model.map_levels, image_size=image_size,
+                          frozen=model.frozen, allow_download=model.allow_download,
+                          on_missing_weights=model.on_missing_weights, seed=seed)
 
-    return build
+
+def _builder(model: ModelConfig, image_size: int, seed: int) -> Callable[[], BackboneFusion]:
+    return partial(build_fusion, model, image_size, seed)
 
 
 def _recalled(key: dict[str, Any], build: Callable[[], BackboneFusion]) -> LazyFusion | None:
@@ -154,4 +157,4 @@ def create_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFus
     return fusion
 
 
-__all__ = ["LazyFusion", "create_fusion", "fusion_key", "recall_fusion"]
+__all__ = ["LazyFusion", "build_fusion", "create_fusion", "fusion_key", "recall_fusion"]

@@ -13,7 +13,7 @@ from ..config import ModelConfig
 from ..data import load_image_tensor
 from ..errors import MTLError, RunError
 from ..evaluate import DistanceCheck
-from ..features import BackboneFusion
+from ..features import BackboneFusion, build_fusion
 from ..io import read_image, read_run_model
 from ..model import MultiTaskModel, create_model
 from ..plugins import load_plugin
@@ -82,10 +82,8 @@ def load_run(run_dir: Path) -> LoadedRun:
 def _fusion(model_cfg: ModelConfig, image_size: int, seed: int) -> BackboneFusion:
     """The run's backbones, built now (images go through them) from the weights recorded per backbone, never
     downloaded: weights that cannot be had are an error here, not a random initialisation."""
-    return BackboneFusion(model_cfg.backbones, weights=model_cfg.weights, pooling=model_cfg.pooling,
-                          grid=model_cfg.grid, map_size=model_cfg.map_size, map_levels=model_cfg.map_levels,
-                          image_size=image_size, frozen=model_cfg.frozen, allow_download=False,
-                          on_missing_weights="error", seed=seed)
+    strict = model_cfg.model_copy(update={"allow_download": False, "on_missing_weights": "error"})
+    return build_fusion(strict, image_size, seed)
 
 
 def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:

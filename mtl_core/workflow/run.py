@@ -53,11 +53,6 @@ def prepare(config: RunConfig, data: Path | None = None, say: Say = print) -> Pr
     return Prepared(checked.plugin, checked.tasks, checked.data_dir, checked.records, checked.notes)
 
 
-def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusion | LazyFusion:
-    """Backbones of a model config (frozen ones built before come back as a :class:`LazyFusion`)."""
-    return create_fusion(model, image_size, seed)
-
-
 def compute_inputs(prep: Prepared, fusion: BackboneFusion | LazyFusion, config: RunConfig, image_size: int,
                    progress: Callable | None) -> TrainingInputs:
     """Cached fused features for frozen backbones, else the resized images."""
@@ -121,7 +116,7 @@ def decide_run(config: RunConfig, prep: Prepared, say: Say = print, progress: Ca
     check_model_for_tasks(model_cfg, prep.tasks)
     if fallback:
         say(f"NOTE: {fallback}")
-    fusion = build_fusion(model_cfg, image_size, config.train.seed)
+    fusion = create_fusion(model_cfg, image_size, config.train.seed)
     if fusion.uses_random_weights:
         say("WARNING: backbones use RANDOM INITIALISATION (no pretrained weights); this is recorded in the outputs")
     say(f"caches: {cache_dir()} (set MTL_CACHE_DIR to move them)")
