@@ -11,8 +11,7 @@ import pytest
 
 from mtl_core import BinaryTask, ClassificationTask, ConfigError, DataError, RegressionTask
 from mtl_core.plugins import load_plugin
-
-from ..dicom_files import write_dicom
+from tests.dicom_files import write_dicom
 
 TASKS = {
     "grade": {"kind": "classification", "classes": ["low", "high"], "mapping": {1: "low", 2: "high", 9: None},
