@@ -39,7 +39,7 @@ LAYERS = {
     "errors": 0, "registry": 1, "config": 2, "accel": 2,
     "io": 3, "tasks": 4, "data": 5, "features": 6, "model": 7,
     "train": 8, "evaluate": 8, "plugins": 8,
-    "report": 9, "workflow": 10, "cli": 11,
+    "report": 9, "workflow": 10, "scaffold": 10, "cli": 11,
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -193,6 +193,36 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_plugin(args: argparse.Namespace) -> int:
+    """Write a new plugin package to fill in."""
+    # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
+    from ..scaffold import write_plugin
+
+    output = args.output or Path(args.name)
+    files = write_plugin(args.name, output)
+    print(f"wrote plugin {args.name!r} in {output}: {', '.join(p.relative_to(output).as_posix() for p in files)}")
+    print(f"next: pip install -e {output}  (offline: add --no-build-isolation), then `mtl plugins check {args.name}` "
+          f"and `mtl run {output / 'example'}`")
+    return 0
+
+
+def cmd_init_table(args: argparse.Namespace) -> int:
+    """Infer a `table` config from a data folder's CSV."""
+    # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
+    from ..scaffold import write_table_config
+
+    data = Path(args.data_dir)
+    output = args.output or Path(f"{data.resolve().name or 'table'}-config")
+    path, guess = write_table_config(data, output, args.table)
+    print(f"wrote {path}: {len(guess.tasks)} task(s) from {guess.table} ({guess.rows} rows), id column "
+          f"{guess.id_column!r}, files in column {guess.file_column!r}")
+    for column in guess.columns:
+        label = f"task {column.task!r}" if column.role == "task" else column.role.replace("_", " ")
+        print(f"  {column.name}: {label}: {column.why}")
+    print(f"review the comments in {path}, then `mtl validate {output}` and `mtl run {output}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mtl``."""
     parser = argparse.ArgumentParser(prog="mtl", description="Multi-task deep learning on medical images.")
@@ -252,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option")
     p.set_defaults(func=cmd_synthesize)
+    p = sub.add_parser("init", help="start a plugin package ('init plugin NAME') or a table config inferred from a "
+                                    "CSV ('init table DATA_DIR')")
+    init = p.add_subparsers(dest="init_command", required=True)
+    q = init.add_parser("plugin", help="write a plugin package that installs, passes `mtl plugins check` and runs")
+    q.add_argument("name", help="plugin name: snake_case, a Python package name")
+    q.add_argument("--output", type=Path, help="folder to write (new or empty; default: ./NAME)")
+    q.set_defaults(func=cmd_init_plugin)
+    q = init.add_parser("table", help="infer a config of the `table` plugin from a folder of images and its CSV")
+    q.add_argument("data_dir", help="folder with the table and the images")
+    q.add_argument("--table", help="the table, relative to DATA_DIR (default: the one CSV or TSV there)")
+    q.add_argument("--output", type=Path, help="folder for config.yaml (new or empty; default: ./DATA_DIR's "
+                                               "name-config)")
+    q.set_defaults(func=cmd_init_table)
     return parser
 
 
