@@ -13,7 +13,16 @@ Grey levels are normalised by the bit depth's maximum, so 0 is black and 1 is wh
 * DICOM: the rescale slope and intercept are applied, then the first WindowCenter/WindowWidth pair when present
   (the DICOM linear VOI function), else the full range that BitsStored allows; MONOCHROME1 is inverted so that
   high values are always bright. Only the pixel data and display tags are used; patient identifiers are never
-  returned, logged or quoted in errors.
+  returned, logged or quoted in errors. A malformed window (not a number, NaN, a width below 1) is ignored with a
+  warning: the image is shown over the stored range. A malformed rescale slope or intercept, or a malformed size
+  tag, is a :class:`~mtl_core.errors.DataError`: it defines what the pixel values mean.
+
+Limits (:mod:`mtl_core.io.limits`, ``docs/limits.md``): an image may hold at most 8192 x 8192 pixels (twice the side
+of a large mammogram) and a DICOM data set, inflated when it is deflated, at most 256 MiB. Both are checked before
+any pixel is decoded, from the image's header and the DICOM's declared ``Rows``, ``Columns``, ``NumberOfFrames``,
+``SamplesPerPixel`` and ``BitsAllocated``, so a file of a few hundred KB that would decode to gigabytes is refused
+with one line. Raise them with the environment variables ``MTL_MAX_IMAGE_PIXELS`` and ``MTL_MAX_DICOM_BYTES``, or
+:func:`~mtl_core.io.limits.set_image_limits`.
 
 Example:
     >>> from mtl_core.io.images import read_image, supported_suffixes
@@ -32,17 +41,16 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DataError, MTLError, PluginError
+from .dicom import has_dicom_magic, luminance, read_dicom
+from .limits import image_limits, too_many_pixels
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
-    from pydicom import Dataset
 
 Reader = Callable[[Path], np.ndarray]
 
-_DICOM_MAGIC_OFFSET = 128
 _PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 _TWELVE_BIT_MAX = 4095
 
 _READERS: dict[str, Reader] = {}
@@ -81,7 +89,7 @@ def core_reader_id(suffixes: Iterable[str]) -> str | None:
     stored features, not features recomputed in other batches, whose convolutions round differently.
     """
     keys = {_normalise_suffix(s) for s in suffixes}
-    if not keys or any(_READERS.get(k) not in (_read_pillow, _read_dicom) for k in keys):
+    if not keys or any(_READERS.get(k) not in (_read_pillow, read_dicom) for k in keys):
         return None
     return f"mtl_core.imaging.read_image:{__version__}"
 
@@ -109,7 +117,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"image {path} {what}; check the path and the data folder layout")
     if path.stat().st_size == 0:
         raise DataError(f"image {path} is an empty (zero-byte) file; re-copy or re-download it")
-    reader = _read_dicom if _has_dicom_magic(path) else _READERS.get(_normalise_suffix(path.suffix))
+    reader = read_dicom if has_dicom_magic(path) else _READERS.get(_normalise_suffix(path.suffix))
     if reader is None:
         raise DataError(
             f"image {path} has unsupported suffix {path.suffix!r}; supported: {', '.join(supported_suffixes())}"
@@ -120,12 +128,6 @@ def read_image(path: str | Path) -> np.ndarray:
 def _normalise_suffix(suffix: str) -> str:
     suffix = suffix.strip().lower()
     return suffix if suffix.startswith(".") else "." + suffix
-
-
-def _has_dicom_magic(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(_DICOM_MAGIC_OFFSET)
-        return f.read(4) == b"DICM"
 
 
 def _check_output(path: Path, image: np.ndarray) -> np.ndarray:
@@ -144,15 +146,26 @@ def _read_pillow(path: Path) -> np.ndarray:
     """Read a Pillow-supported file; the first frame of a multi-frame file (TIFF) is used."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = image_limits().max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses above twice its own limit: a raised limit of ours must hold
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, in one line
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if width * height > limit:
+                raise too_many_pixels(f"image {path} is {width} x {height} = {width * height:,} pixels",
+                                       width * height, limit)
             img.load()  # Image.open is lazy: force a full decode so truncation shows here
             return _pillow_to_array(path, img)
     except UnidentifiedImageError:
         raise DataError(f"image {path} is not a readable image (wrong suffix, or not an image at all); re-copy it, "
                         f"or convert it to PNG, JPEG or DICOM") from None
-    except Image.DecompressionBombError:
-        raise DataError(f"image {path} is too large for Pillow's decompression-bomb limit") from None
+    except Image.DecompressionBombError:  # over twice Pillow's limit, which is at least ours
+        raise too_many_pixels(f"image {path} holds over {2 * Image.MAX_IMAGE_PIXELS:,} pixels",
+                               2 * Image.MAX_IMAGE_PIXELS + 1, limit) from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"image {path} is truncated or corrupt ({reason}); re-copy or re-download it") from None
@@ -163,16 +176,12 @@ def _pillow_to_array(path: Path, img: PILImage) -> np.ndarray:
     if mode in ("1", "L", "LA"):
         return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
     if mode in ("P", "PA"):  # through the palette; RGBA keeps Pillow quiet about palette transparency
-        return _luminance(np.asarray(img.convert("RGBA"))) / 255.0
+        return luminance(np.asarray(img.convert("RGBA"))) / 255.0
     if mode.startswith("I;16") or mode == "I":
         return _normalise_16bit(path, np.asarray(img))
     if mode == "F":
         return _normalise_float(path, np.asarray(img, dtype=np.float64))
-    return _luminance(np.asarray(img.convert("RGB"))) / 255.0
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., :3].astype(np.float64) @ _LUMA
+    return luminance(np.asarray(img.convert("RGB"))) / 255.0
 
 
 def _normalise_16bit(path: Path, values: np.ndarray) -> np.ndarray:
@@ -195,69 +204,7 @@ def _normalise_float(path: Path, values: np.ndarray) -> np.ndarray:
     return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
 
 
-def _read_dicom(path: Path) -> np.ndarray:
-    import pydicom
-
-    # pydicom's warnings can quote element values (names, IDs): silence them rather than risk a leak.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:  # pydicom raises many types for broken files
-            raise DataError(f"DICOM {path} cannot be parsed ({type(exc).__name__}); re-export it") from None
-        if "PixelData" not in ds:
-            hint = "" if _has_dicom_magic(path) else " and no 'DICM' marker, so it may not be DICOM at all"
-            raise DataError(f"DICOM {path} has no pixel data (PixelData){hint}; expected a DICOM image: re-export it "
-                            f"with its pixel data")
-        try:
-            pixels = ds.pixel_array
-        except Exception as exc:
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-            raise DataError(
-                f"DICOM {path} pixel data cannot be decoded (transfer syntax {syntax}, {type(exc).__name__}); "
-                "the file may be truncated, or needs a decoder such as pylibjpeg or gdcm"
-            ) from None
-    return _dicom_to_unit(path, ds, pixels)
-
-
-def _dicom_to_unit(path: Path, ds: Dataset, pixels: np.ndarray) -> np.ndarray:
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 3:
-        return _luminance(pixels) / float(2 ** int(ds.get("BitsStored", 8)) - 1)
-    if pixels.ndim != 2:
-        raise DataError(f"DICOM {path} has pixel data of shape {pixels.shape}; expected one 2-D grayscale frame")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    values = pixels.astype(np.float64) * slope + intercept
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
-        out = _apply_window(values, center, width)
-    else:
-        bits = int(ds.get("BitsStored", pixels.dtype.itemsize * 8))
-        signed = int(ds.get("PixelRepresentation", 0)) == 1
-        stored_lo, stored_hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        lo, hi = sorted((stored_lo * slope + intercept, stored_hi * slope + intercept))
-        out = np.clip((values - lo) / (hi - lo), 0.0, 1.0)
-    return 1.0 - out if photometric == "MONOCHROME1" else out
-
-
-def _first(value: object) -> float | None:
-    """First value of a possibly multi-valued DICOM element, or None when absent or empty."""
-    if value is None or isinstance(value, (str, bytes)) and not value.strip():
-        return None
-    if not isinstance(value, (int, float, str, bytes)):  # pydicom MultiValue
-        value = value[0] if len(value) else None  # type: ignore[index, arg-type]
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """The DICOM linear VOI function (PS3.3 C.11.2.1.2) mapped to [0, 1]."""
-    if width <= 1:
-        return (values > center - 0.5).astype(np.float64)
-    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
-
-
 for _suffix in _PILLOW_SUFFIXES:
     register_reader(_suffix, _read_pillow)
 for _suffix in _DICOM_SUFFIXES:
-    register_reader(_suffix, _read_dicom)
+    register_reader(_suffix, read_dicom)
