@@ -1,13 +1,23 @@
-"""Files of a run folder: JSON, CSV, Markdown and safetensors only, each written atomically."""
+"""Files of a run folder: JSON, CSV, Markdown and safetensors only, each written atomically.
+
+CSV files are written for spreadsheets as much as for pandas: RFC 4180 quoting (a field holding a comma, a double
+quote, CR or LF is quoted, double quotes doubled; rows end in LF, which every reader accepts), and a text cell that
+a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) gets a leading ``'``, the
+OWASP rule against CSV injection; numbers such as ``-1.5`` stay numbers. See :func:`csv_cell`.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +88,56 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def csv_cell(value: Any) -> str:
+    """The text of one CSV cell, safe to open in a spreadsheet, before RFC 4180 quoting.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (OWASP's rule
+    against CSV injection: a spreadsheet shows the text instead of running it as a formula); a number written
+    as text (``-1.5``, ``+3e2``, ``-inf``) stays as it is. None is the empty cell.
+
+    Example:
+        >>> [csv_cell(v) for v in ("=1+1", -1.5, "-1.5", "@SUM(A1)", "ward 7", None)]
+        ["'=1+1", '-1.5', '-1.5', "'@SUM(A1)", 'ward 7', '']
+    """
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def csv_line(cells: Iterable[Any]) -> str:
+    """One CSV row of ``cells`` (without its line end): each :func:`csv_cell`, quoted per RFC 4180 when it holds
+    a comma, a double quote, CR or LF (double quotes doubled).
+
+    Example:
+        >>> print(csv_line(["a,b", "say 'hi'", "=1+1", -2, None]))
+        "a,b",say 'hi','=1+1,-2,
+    """
+    texts = [csv_cell(c) for c in cells]
+    if texts == [""]:
+        return '""'  # a lone empty field, not an empty line (which readers skip)
+    return ",".join(f'"{t.replace(chr(34), chr(34) * 2)}"' if _NEEDS_QUOTES.search(t) else t for t in texts)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text without the index: pandas' number formatting, :func:`csv_line` rows ending in LF.
+
+    pandas writes the cells (quoting all, so they read back exactly), then each row is re-quoted by
+    :func:`csv_line`: the csv module of Python < 3.12 leaves a lone CR unquoted, which splits the row.
+    """
+    text = frame.to_csv(index=False, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    return "".join(csv_line(row) + "\n" for row in csv.reader(io.StringIO(text, newline="")))
+
+
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """Atomically write a CSV without the index."""
-    atomic_write(path, frame.to_csv(index=False))
+    """Atomically write ``frame`` as CSV without the index (RFC 4180 quoting, formula cells neutralised: see
+    :func:`csv_text`)."""
+    atomic_write(path, csv_text(frame))
 
 
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
