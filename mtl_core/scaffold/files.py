@@ -14,7 +14,10 @@ def prepare_output(folder: Path) -> Path:
     if folder.is_dir() and any(folder.iterdir()):
         raise MTLError(f"output folder {folder} exists and is not empty; give a new or empty folder with --output "
                        f"(nothing was written)")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MTLError(f"cannot create the output folder {folder} ({exc.strerror}); give another --output") from None
     return folder
 
 
@@ -24,7 +27,10 @@ def write_files(folder: Path, files: dict[str, str]) -> list[Path]:
     written = []
     for relative, text in files.items():
         path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise MTLError(f"cannot write {path} ({exc.strerror}); give another --output") from None
         written.append(path)
     return written

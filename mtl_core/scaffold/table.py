@@ -111,16 +111,20 @@ def _image_folders(data_dir: Path) -> dict[str, dict[str, set[str]]]:
     found = {}
     for folder in folders:
         files = [e.name for e in os.scandir(folder) if e.is_file() and Path(e.name).suffix.lower() in suffixes]
-        if files:
+        if files or folder == data_dir:  # the data folder may hold the images in paths such as images/a.png
             found["." if folder == data_dir else folder.name] = {"names": set(files),
                                                                  "stems": {Path(f).stem.lower() for f in files}}
     return found
 
 
-def _file_matches(cells: pd.Series, names: set[str], stems: set[str]) -> tuple[int, int]:
-    """(cells naming a file exactly, cells naming one only by stem)."""
-    exact = sum(cell in names for cell in cells)
-    by_stem = sum(cell not in names and bool(cell) and Path(cell).stem.lower() in stems for cell in cells)
+def _file_matches(cells: pd.Series, folder: Path, names: set[str], stems: set[str]) -> tuple[int, int]:
+    """(cells naming a file of ``folder`` exactly, as a name or a relative path; cells naming one only by stem)."""
+    exact = by_stem = 0
+    for cell in cells:
+        if cell in names or ("/" in cell and (folder / cell).is_file()):
+            exact += 1
+        elif cell and Path(cell).stem.lower() in stems:
+            by_stem += 1
     return exact, by_stem
 
 
@@ -130,11 +134,11 @@ def _find_files(frame: pd.DataFrame, data_dir: Path) -> tuple[str, str, str]:
     best: tuple[tuple[int, int], str, str] | None = None
     for folder, index in folders.items():
         for column in frame.columns:
-            score = _file_matches(frame[column], index["names"], index["stems"])
+            score = _file_matches(frame[column], data_dir / folder, index["names"], index["stems"])
             if sum(score) and (best is None or score > best[0]):
                 best = (score, column, folder)
     if best is None:
-        looked = ", ".join(f"{name}/" for name in folders) or "no folder with images"
+        looked = ", ".join(f"{name}/" for name in folders)
         raise DataError(f"no column of the table names an image file in {data_dir} or its sub-folders (looked in "
                         f"{looked}); expected a column of file names such as 'image.png'")
     (exact, by_stem), column, folder = best

@@ -19,7 +19,7 @@ import yaml
 from ..config import RunConfig, validate_model
 from ..errors import MTLError
 from ..plugins import load_plugin
-from .files import prepare_output
+from .files import write_files
 from .table import TableGuess, infer_table
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/ ]*$")
@@ -132,10 +132,7 @@ def write_table_config(data_dir: Path, output: Path, table: str | Path | None = 
     data_path = Path(os.path.relpath(Path(data_dir).resolve(), output.resolve())).as_posix()
     text = config_text(guess, data_path, name=Path(data_dir).resolve().name or "table")
     _check(text, guess)
-    prepare_output(output)
-    path = output / "config.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path, guess
+    return write_files(output, {"config.yaml": text})[0], guess
 
 
 def _check(text: str, guess: TableGuess) -> None:

@@ -89,6 +89,11 @@ def test_the_id_column_by_name_or_by_the_file_stems(tmp_path):
 def test_images_in_the_data_folder_itself(tmp_path):
     guess = infer_table(_folder(tmp_path, _table([f"img{i}.png,{i}" for i in range(8)], "file,size"), images="."))
     assert guess.images == "."
+    paths = _folder(tmp_path / "p", _table([f"scans/img{i}.png,{i}" for i in range(8)], "path,size"), images="scans")
+    guess = infer_table(paths)  # relative paths in the cells: the data folder is the image folder
+    assert (guess.images, guess.file_column) == (".", "path")
+    assert "8 name a file in the data folder" in guess.why("file")
+    write_table_config(paths, tmp_path / "out")  # and the table plugin reads them so
 
 
 def test_unusable_columns_are_left_out_with_their_reason(tmp_path):
