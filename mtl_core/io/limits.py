@@ -73,11 +73,17 @@ def image_limits() -> ImageLimits:
     Raises:
         ConfigError: an environment variable is set to something other than a positive whole number.
     """
-    return ImageLimits(_OVERRIDES.get("max_pixels") or _from_env(PIXELS_ENV, DEFAULT_MAX_PIXELS),
-                       _OVERRIDES.get("max_dicom_bytes") or _from_env(DICOM_BYTES_ENV, DEFAULT_MAX_DICOM_BYTES))
+    return ImageLimits(_OVERRIDES.get("max_pixels") or positive_int_env(PIXELS_ENV, DEFAULT_MAX_PIXELS),
+                       _OVERRIDES.get("max_dicom_bytes") or positive_int_env(DICOM_BYTES_ENV, DEFAULT_MAX_DICOM_BYTES))
 
 
-def _from_env(name: str, default: int) -> int:
+def positive_int_env(name: str, default: int) -> int:
+    """The positive whole number in environment variable ``name`` (``100000000``, ``100_000_000`` or ``1e8``),
+    ``default`` when it is unset or empty.
+
+    Raises:
+        ConfigError: it is set to anything else.
+    """
     text = os.environ.get(name, "").strip()
     if not text:
         return default

@@ -4,7 +4,8 @@ cases (for figures drawn on them)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,16 @@ def figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+@contextmanager
+def plain_text() -> Iterator[None]:
+    """Figures made and saved inside show every text as written: no mathtext. A class name, unit or case id with
+    two ``$`` would otherwise be parsed as TeX and crash the drawing ("$5 - $10" is not valid mathtext)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
 
 
 def wrap(text: str, width: int) -> str:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write
+from ..io import atomic_write, positive_int_env
 from ..tasks import kind_class
-from .canvas import DPI, CaseImages, figure, wrap
+from .canvas import DPI, CaseImages, figure, plain_text, wrap
 from .point_figures import render_points
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _LABEL_WIDTH = 14  # characters per line of a wrapped class name
 _TITLE_WIDTH = 48  # characters per line of a wrapped title
+#: classes a confusion matrix shows at most (``MTL_MAX_CONFUSION_CLASSES``): 30 make a figure of ~3000 px a side;
+#: more are the top classes by support plus one pooled row and column, not a figure of gigapixels
+DEFAULT_CONFUSION_CLASSES = 30
+CONFUSION_CLASSES_ENV = "MTL_MAX_CONFUSION_CLASSES"
 
 
 def _safe(name: str) -> str:
@@ -66,16 +70,36 @@ def _title(ax: Axes, text: str, note: str) -> None:
     ax.set_title(wrap(text, _TITLE_WIDTH) + (f"\n{note}" if note else ""), fontsize=11)
 
 
+def _top_classes(classes: list[str], true: list[str], pred: list[str], note: str) -> tuple[list[str], dict, str]:
+    """The classes a confusion matrix shows and the row/column of each label: every class, or past
+    ``MTL_MAX_CONFUSION_CLASSES`` the most frequent true classes (in their order) and one pooled class for the rest,
+    which the returned note says."""
+    limit = positive_int_env(CONFUSION_CLASSES_ENV, DEFAULT_CONFUSION_CLASSES)
+    if len(classes) <= limit:
+        return classes, {c: i for i, c in enumerate(classes)}, note
+    support = pd.Series(true, dtype=object).value_counts()
+    order = {c: i for i, c in enumerate(classes)}
+    top = sorted(classes, key=lambda c: (-int(support.get(c, 0)), order[c]))[:limit - 1]
+    kept = sorted(top, key=order.__getitem__)
+    pooled = f"({len(classes) - len(kept)} other classes)"
+    index = {c: len(kept) for c in classes} | {c: i for i, c in enumerate(kept)}
+    shown = f"top {len(kept)} of {len(classes)} classes by support, the rest pooled"
+    log.info("confusion matrix: %s classes, more than %s (%s): showing the %s most frequent", len(classes), limit,
+             CONFUSION_CLASSES_ENV, len(kept))
+    return [*kept, pooled], index, f"{shown}; {note}" if note else shown
+
+
 def render_confusion(task: dict[str, Any], predictions: pd.DataFrame, note: str = "",
                      images: CaseImages | None = None) -> Figure:
-    """Confusion matrix of a classification or binary task: rows true, columns predicted, colour row-normalised."""
+    """Confusion matrix of a classification or binary task: rows true, columns predicted, colour row-normalised.
+    Past ``MTL_MAX_CONFUSION_CLASSES`` classes (30), the most frequent true classes and one pooled class."""
     name = task["name"]
     true, pred = predictions[f"{name}_true"], predictions[f"{name}_pred"]
     keep = _present(true) & _present(pred)
     true, pred = [_label(v) for v in true[keep]], [_label(v) for v in pred[keep]]
     classes = [str(c) for c in task.get("classes") or []]
     classes += sorted(set(true + pred) - set(classes))  # a stray value still shows up rather than vanishing
-    index = {c: i for i, c in enumerate(classes)}
+    classes, index, note = _top_classes(list(dict.fromkeys(classes)), true, pred, note)
     counts = np.zeros((len(classes), len(classes)), dtype=int)
     for t, p in zip(true, pred, strict=True):
         counts[index[t], index[p]] += 1
@@ -100,7 +124,7 @@ def render_confusion(task: dict[str, Any], predictions: pd.DataFrame, note: str 
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    accuracy = float(np.trace(counts) / counts.sum()) if counts.sum() else float("nan")
+    accuracy = float(np.mean([t == p for t, p in zip(true, pred, strict=True)])) if true else float("nan")
     _title(ax, f"{name}: accuracy {accuracy:.3f} (n={counts.sum()})", note)
     fig.colorbar(image, ax=ax, shrink=0.8).set_label("fraction of the true class")
     return fig
@@ -249,12 +273,14 @@ def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame, historie
 def render_figures(tasks: list[dict[str, Any]], predictions: pd.DataFrame, histories: list[dict[str, Any]],
                    images: CaseImages | None = None) -> list[tuple[str, Figure]]:
     """Every figure as (file stem, Figure), in report order; the caller closes nothing (no pyplot state)."""
-    return [(stem, draw()) for stem, draw in figure_plan(tasks, predictions, histories, images)]
+    with plain_text():
+        return [(stem, draw()) for stem, draw in figure_plan(tasks, predictions, histories, images)]
 
 
 def _draw(folder: Path, stem: str, draw: Callable[[], Figure]) -> None:
     buffer = io.BytesIO()
-    draw().savefig(buffer, format="png", dpi=DPI)
+    with plain_text():  # names and units as written: a '$' in them is not TeX
+        draw().savefig(buffer, format="png", dpi=DPI)
     atomic_write(folder / f"{stem}.png", buffer.getvalue())
 
 

@@ -47,10 +47,21 @@ def inline(text: str) -> str:
 
 
 def _cells(line: str) -> list[str]:
-    """Cells of a pipe-table row; ``\\|`` is a literal pipe inside a cell."""
-    row = line.strip().removeprefix("|")
-    row = row[:-1] if row.endswith("|") and not row.endswith("\\|") else row
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)]
+    """Cells of a pipe-table row; a backslash makes the next ``|`` or ``\\`` literal (as
+    :func:`~mtl_core.report.markdown.markdown_cell` writes them)."""
+    cells, text, closed = [], [], False
+    chars = iter(line.strip().removeprefix("|"))
+    for char in chars:
+        closed = char == "|"
+        if char == "\\":
+            after = next(chars, "")
+            text.append(after if after and after in "|\\" else char + after)
+        elif closed:
+            cells.append("".join(text).strip())
+            text = []
+        else:
+            text.append(char)
+    return cells if closed else [*cells, "".join(text).strip()]
 
 
 def _table(lines: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ localisation per stratum.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ..tasks import kind_class
@@ -20,6 +21,25 @@ METRIC_LABELS = {"accuracy": "Acc", "balanced_accuracy": "Bal. Acc", "f1_macro":
                  "mae_scaled": "MAE [0,1]", "distance": "distance", "median_distance": "median distance",
                  "hit_rate": "hit rate", "mae_x": "MAE x", "mae_y": "MAE y", "mae_extent": "MAE extent"}
 _BUILT_IN_SECTIONS = ("classification", "regression")
+#: every line break that str.splitlines() (and so report.html's reader) honours
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as text on one Markdown line: each line break becomes a space, so that a name or a stratum value
+    from the data cannot start a heading, a list item or a table row of its own."""
+    return _LINE_BREAKS.sub(" ", str(value))
+
+
+def markdown_cell(value: Any) -> str:
+    r"""``value`` as the text of one Markdown table cell: on one line (:func:`markdown_text`), ``\`` and ``|``
+    escaped, so that it stays one cell in any renderer and in report.html.
+
+    Example:
+        >>> print(markdown_cell("ward 7 | east" + chr(10) + "wing"))
+        ward 7 \| east wing
+    """
+    return markdown_text(value).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -77,10 +97,10 @@ def classification_table(tasks: dict[str, Any]) -> list[str]:
         if section_of(t) != "classification":
             continue
         b = t["baseline"]
-        rows.append(f"| {name} | {t['n']} | {cell(t, 'accuracy')} | {_or_dash(t, 'balanced_accuracy')} | "
-                    f"{cell(t, 'f1_macro')} | {_or_dash(t, 'f1_weighted')} | {_or_dash(t, 'f1')} | "
-                    f"{_single(t, 'accuracy')} | {_single(t, 'f1_macro')} | {_f(b.get('accuracy'))} | "
-                    f"{_f(b.get('balanced_accuracy'))} | {_f(b.get('f1_macro'))} |")
+        rows.append(f"| {markdown_cell(name)} | {t['n']} | {cell(t, 'accuracy')} | "
+                    f"{_or_dash(t, 'balanced_accuracy')} | {cell(t, 'f1_macro')} | {_or_dash(t, 'f1_weighted')} | "
+                    f"{_or_dash(t, 'f1')} | {_single(t, 'accuracy')} | {_single(t, 'f1_macro')} | "
+                    f"{_f(b.get('accuracy'))} | {_f(b.get('balanced_accuracy'))} | {_f(b.get('f1_macro'))} |")
     return rows if len(rows) > 2 else []
 
 
@@ -92,8 +112,8 @@ def regression_table(tasks: dict[str, Any]) -> list[str]:
         if section_of(t) != "regression":
             continue
         b = t["baseline"]
-        rows.append(f"| {name} | {t.get('unit', '')} | {t['n']} | {cell(t, 'mse')} | {cell(t, 'mae')} | "
-                    f"{cell(t, 'rmse')} | {cell(t, 'mse_scaled', 5)} | {cell(t, 'mae_scaled', 5)} | "
+        rows.append(f"| {markdown_cell(name)} | {markdown_cell(t.get('unit', ''))} | {t['n']} | {cell(t, 'mse')} | "
+                    f"{cell(t, 'mae')} | {cell(t, 'rmse')} | {cell(t, 'mse_scaled', 5)} | {cell(t, 'mae_scaled', 5)} | "
                     f"{_single(t, 'mae')} | {_f(b.get('mse'))} | {_f(b.get('mae'))} |")
     return rows if len(rows) > 2 else []
 
@@ -106,7 +126,7 @@ def section_table(tasks: dict[str, Any], section: str) -> list[str]:
     rows = ["| " + " | ".join(header + ["beats baseline"]) + " |", "|---" * (len(header) + 1) + "|"]
     verdicts = {True: "yes", False: "NO", None: "n/a"}
     for name, t in entries.items():
-        cells = [name, t.get("unit", ""), str(t["n"])]
+        cells = [markdown_cell(name), markdown_cell(t.get("unit", "")), str(t["n"])]
         cells += [x for k in keys for x in (cell(t, k), _f(t["baseline"].get(k)))]
         rows.append("| " + " | ".join(cells + [verdicts[beats_baseline(t)]]) + " |")
     return rows if entries else []
@@ -151,7 +171,7 @@ def strata_tables(strata: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
     shown = {name: t for name, t in tasks.items() if name not in points and t.get("part_of") not in points}
     out: list[str] = []
     for name, values in strata.items():
-        out += ["", f"### By {name}"]
+        out += ["", markdown_text(f"### By {name}")]
         if shown:
             out += _strata_table(values, shown)
         for point in points:
@@ -160,11 +180,11 @@ def strata_tables(strata: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
 
 
 def _strata_table(values: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
-    header = ["value"] + [f"{t} ({' / '.join(metric_label(k) for k in summary_metrics(e))})"
+    header = ["value"] + [markdown_cell(f"{t} ({' / '.join(metric_label(k) for k in summary_metrics(e))})")
                           for t, e in tasks.items()]
     out = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for value, per_task in values.items():
-        cells = [value]
+        cells = [markdown_cell(value)]
         for t, entry in tasks.items():
             found = per_task.get(t, {"n": 0})
             if found["n"] == 0:
@@ -241,7 +261,8 @@ def point_table(name: str, tasks: dict[str, Any]) -> list[str]:
         higher = cls.higher_is_better.get(key, False) if cls is not None else key == "hit_rate"
         better = {True: "yes", False: "no", None: "n/a"}[_better(entry["metrics"][key], entry["baseline"].get(key),
                                                                  higher)]
-        rows.append(f"| {labels[key]} | {cell(entry, key)} | {_f(entry['baseline'].get(key))} | {better} |")
+        rows.append(f"| {markdown_cell(labels[key])} | {cell(entry, key)} | {_f(entry['baseline'].get(key))} | "
+                    f"{better} |")
     return rows
 
 
@@ -263,7 +284,7 @@ def localisation_section(tasks: dict[str, Any], schemas: dict[str, dict[str, Any
     out = ["", "## Localisation (point tasks)"]
     for name, entry in tasks.items():
         if section_of(entry) == "point":
-            out += ["", _point_intro(name, tasks, schemas.get(name)), "",
+            out += ["", markdown_text(_point_intro(name, tasks, schemas.get(name))), "",
                     *point_table(name, tasks)]
     return out + _share_sentence(summary)
 
@@ -272,12 +293,14 @@ def localisation_by_stratum(stratum: str, values: dict[str, Any], name: str, tas
     """A point task's metrics per value of a stratum (values where it has no point left out)."""
     labels = _point_labels(name, tasks)
     keys = [k for k in _POINT_ROWS if k in tasks[name]["metrics"]]
-    rows = [f"| {stratum} | n | " + " | ".join(labels[k] for k in keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    rows = [f"| {markdown_cell(stratum)} | n | " + " | ".join(markdown_cell(labels[k]) for k in keys) + " |",
+            "|---" * (len(keys) + 2) + "|"]
     for value, per_task in values.items():
         found = per_task.get(name, {"n": 0})
         if found["n"]:
-            rows.append(f"| {value} | {found['n']} | " + " | ".join(_f(found["metrics"].get(k)) for k in keys) + " |")
-    return ["", f"Localisation of `{name}` by {stratum}:", "", *rows] if len(rows) > 2 else []
+            rows.append(f"| {markdown_cell(value)} | {found['n']} | "
+                        + " | ".join(_f(found["metrics"].get(k)) for k in keys) + " |")
+    return ["", markdown_text(f"Localisation of `{name}` by {stratum}:"), "", *rows] if len(rows) > 2 else []
 
 
 def _components_note(tasks: dict[str, Any]) -> list[str]:
@@ -286,7 +309,7 @@ def _components_note(tasks: dict[str, Any]) -> list[str]:
     notes = [f"{', '.join(f'`{n}`' for n, e in tasks.items() if e.get('part_of') == p)} are components of "
              f"`{p}` (its decoded values), scored like regression tasks so that they compare with runs that "
              f"predict them as separate regression tasks." for p in parents]
-    return ["", *notes] if notes else []
+    return ["", *map(markdown_text, notes)] if notes else []
 
 
 def _sections(tasks: dict[str, Any], schemas: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
@@ -301,7 +324,8 @@ def _sections(tasks: dict[str, Any], schemas: dict[str, dict[str, Any]], summary
         if section == "point":
             out += localisation_section(tasks, schemas, summary)
         else:
-            out += ["", f"## {section.replace('_', ' ').capitalize()}", ""] + section_table(tasks, section)
+            title = markdown_text(f"## {section.replace('_', ' ').capitalize()}")
+            out += ["", title, ""] + section_table(tasks, section)
     return out
 
 
@@ -317,10 +341,10 @@ def markdown_report(summary: dict[str, Any], metrics: dict[str, Any],
     """
     tasks = metrics["tasks"]
     protocol = metrics.get("protocol", {})
-    out = [f"# Run report: {summary['plugin']}", "", "## Configuration and provenance", ""]
-    out += [f"- {k}: {v}" for k, v in summary.items()]
-    out += [f"- protocol: {k}: {v}" for k, v in protocol.items()]
-    out += [f"- note: {n}" for n in metrics.get("notes", [])]
+    out = [markdown_text(f"# Run report: {summary['plugin']}"), "", "## Configuration and provenance", ""]
+    out += [markdown_text(f"- {k}: {v}") for k, v in summary.items()]
+    out += [markdown_text(f"- protocol: {k}: {v}") for k, v in protocol.items()]
+    out += [markdown_text(f"- note: {n}") for n in metrics.get("notes", [])]
     dm = metrics.get("delta_m")
     out += ["", f"Multi-task gain Delta_m over single-task models: {_f(dm, 2)} %" if dm is not None else
             "Multi-task gain Delta_m: not computed (single-task baselines off)"]
@@ -331,5 +355,6 @@ def markdown_report(summary: dict[str, Any], metrics: dict[str, Any],
         out += strata_tables(metrics["strata"], tasks)
     out += ["", "## Labelled cases per task (first split)", "", "| task | train | val | test |", "|---|---|---|---|"]
     for name, counts in metrics.get("label_counts", {}).items():
-        out.append(f"| {name} | {counts.get('train', 0)} | {counts.get('val', 0)} | {counts.get('test', 0)} |")
+        out.append(f"| {markdown_cell(name)} | {counts.get('train', 0)} | {counts.get('val', 0)} | "
+                   f"{counts.get('test', 0)} |")
     return "\n".join(out) + "\n"
