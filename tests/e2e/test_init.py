@@ -33,11 +33,12 @@ def _pip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def demo(tmp_path, cache_env):
-    """`mtl init plugin demo` in a temporary folder, installed in editable mode; uninstalled whatever happens."""
-    done = _mtl("init", "plugin", "demo", cwd=tmp_path, env=cache_env)
-    assert done.returncode == 0, done.stderr
-    assert "next: pip install -e demo" in done.stdout
+    """`mtl init plugin demo` in a temporary folder, installed in editable mode; uninstalled whatever happens (a
+    copy left by an interrupted session makes init refuse the name, and is removed for the next one)."""
     try:
+        done = _mtl("init", "plugin", "demo", cwd=tmp_path, env=cache_env)
+        assert done.returncode == 0, done.stderr
+        assert "next: pip install -e demo" in done.stdout
         installed = _pip("install", "-e", "demo", "--no-build-isolation", "--no-deps", "--no-index", cwd=tmp_path)
         assert installed.returncode == 0, installed.stderr[-2000:]
         yield tmp_path
