@@ -41,9 +41,9 @@ data set (discs and squares: task `shape`, and their size in pixels: task `size`
 tasks with those of your data.
 
 ```console
-$$ pip install -e .                 # offline: add --no-build-isolation
-$$ mtl plugins check $name           # the engine's contract, on the synthetic data
-$$ mtl run example                   # trains and evaluates; the run folder is runs/$name
+$$ pip install -e .  # offline: add --no-build-isolation
+$$ mtl plugins check $name  # the engine's contract, on the synthetic data
+$$ mtl run example  # trains and evaluates; the run folder is runs/$name
 $$ mtl run example --data path/to/your/data
 $$ pytest tests
 ```
@@ -94,7 +94,7 @@ class ${cls}Options(Strict):
 
     label_smoothing: LabelSmoothing = Field(0.0, description="epsilon of the shape task")
     n: int = Field(48, ge=12, description="number of images in the synthetic data set")
-    size: int = Field(32, ge=16, le=1024, description="side of the synthetic images in pixels")
+    image_size: int = Field(32, ge=16, le=1024, description="side of the synthetic images in pixels")
     seed: int = Field(0, description="seed of the synthetic data set (the same seed, the same files)")
 
 
@@ -128,7 +128,7 @@ class ${cls}Plugin(Plugin):
     def synthetic_data(self, out_dir: Path, **overrides) -> Path:
         """Write the synthetic data set (options updated by ``overrides``, as `mtl synthesize` passes them)."""
         options = validate_model(${cls}Options, self.options.model_dump() | overrides, "$name options")
-        return write_synthetic(Path(out_dir), n=options.n, size=options.size, seed=options.seed)
+        return write_synthetic(Path(out_dir), n=options.n, image_size=options.image_size, seed=options.seed)
 
 
 def _class_index(cell: str, path: Path, line: int) -> float:
@@ -162,21 +162,21 @@ from PIL import Image
 SHAPES = ("disc", "square")
 
 
-def write_synthetic(out_dir: Path, n: int, size: int, seed: int) -> Path:
+def write_synthetic(out_dir: Path, n: int, image_size: int, seed: int) -> Path:
     """Write ``n`` grey images and labels.csv into ``out_dir`` (once: labels.csv is written last)."""
     if (out_dir / "labels.csv").is_file():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] - size / 2
+    yy, xx = np.mgrid[:image_size, :image_size] - image_size / 2
     rows = []
     for i in range(n):
-        shape, side = SHAPES[i % 2], int(rng.integers(size // 5, size // 2))
+        shape, side = SHAPES[i % 2], int(rng.integers(image_size // 5, image_size // 2))
         if shape == "disc":
             inside = yy**2 + xx**2 <= (side / 2) ** 2
         else:
             inside = np.maximum(abs(yy), abs(xx)) <= side / 2
-        pixels = np.clip(rng.normal(0.3, 0.05, (size, size)) + 0.5 * inside, 0.0, 1.0)
+        pixels = np.clip(rng.normal(0.3, 0.05, (image_size, image_size)) + 0.5 * inside, 0.0, 1.0)
         name = f"case_{i:03d}.png"
         Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(out_dir / name)
         unlabelled = rng.random() < 0.1  # some cases lack a shape label: masked, never guessed
@@ -190,7 +190,7 @@ CONFIG = '''\
 # For real work: ImageNet backbones (model.backbones: [tf_efficientnet_lite0], weights: pretrained, image_size: 224)
 # and your data (data.path, or --data). Every key: docs/configuration.md.
 plugin: $name                    # the entry-point name in pyproject.toml
-plugin_options: {n: 48, size: 32}
+plugin_options: {n: 48, image_size: 32}
 data: {image_size: 32}           # no data.path: `mtl run` trains on the plugin's synthetic data
 model:
   backbones: [mtl_small_cnn]
