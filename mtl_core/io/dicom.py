@@ -125,7 +125,8 @@ def _check_dicom_bytes(path: Path, limit: int) -> None:
                     raise DataError(f"DICOM {path} is deflated but its data cannot be inflated (corrupt or "
                                     f"truncated); re-export it") from None
                 if total > limit:
-                    raise too_many_bytes(f"DICOM {path} is deflated and inflates to over {limit:,} bytes", limit)
+                    raise too_many_bytes(f"DICOM {path} is deflated and inflates to at least {total:,} bytes",
+                                         limit)
                 data = inflater.unconsumed_tail
 
 
