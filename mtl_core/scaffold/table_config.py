@@ -78,9 +78,10 @@ def _comment(line: str, why: str, width: int = 40) -> str:
 
 
 def _tasks(guess: TableGuess) -> list[str]:
-    lines = ["  tasks:"]
+    lines, written = ["  tasks:"], set()
     for column in guess.columns:
-        if column.role == "task" and column.task in guess.tasks and guess.tasks[column.task]:
+        if column.role == "task" and column.task in guess.tasks and column.task not in written:
+            written.add(column.task)  # once, also for a point task that reads two columns
             spec = guess.tasks[column.task]
             lines.append(_comment(f"    {scalar(column.task)}: {flow(spec)}", column.why))
     left = [c for c in guess.columns if c.role == "left_out"]

@@ -112,6 +112,10 @@ def test_one_coordinate_pair_inside_the_frame_is_a_point_task(tmp_path):
     assert guess.tasks["nodule"] == {"kind": "point", "frame": [16, 16], "x_column": "nodule_x",
                                      "y_column": "nodule_y", "negatives": False}
     assert _column(guess, "nodule_y").task == "nodule"
+    path, _ = write_table_config(guess.data_dir, tmp_path / "example")
+    text = path.read_text()
+    assert text.count("nodule: {kind: point") == 1 and "pooling: map" in text
+    assert load_config(path.parent).model.pooling == "map"
 
 
 def test_ambiguous_coordinates_are_left_out(tmp_path):
