@@ -86,7 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..workflow import check_run
 
     config = load_config(Path(args.dir), _overrides(args))
-    checked = check_run(config, args.data, say=_say)
+    checked = check_run(config, args.data, say=_say, build=True)
     if checked.fallback:
         print(f"note: {checked.fallback}")
     model = checked.model

@@ -4,7 +4,8 @@
 that validate refuses exactly what a run would refuse before it extracts anything: the plugin and its options, the
 tasks with the config's overrides, the loss strategy, the device, the backbones (names, weights, the fallback
 configuration), the model against the tasks, and -- where the data is at hand -- the records, the splits of the
-evaluation protocol and whether the features fit in memory. Nothing here reads an image or builds a backbone.
+evaluation protocol and whether the features fit in memory. Nothing here reads an image; backbones are built only
+for ``mtl validate`` and only when they were never built with the same settings (then remembered).
 
 Example:
     >>> from mtl_core.config import load_config
@@ -27,7 +28,7 @@ import torch
 from ..config import ModelConfig, RunConfig
 from ..data import Records, holdout_split, kfold_splits
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
-from ..features import check_features_fit, pretrained_available, recall_fusion
+from ..features import check_features_fit, create_fusion, pretrained_available, recall_fusion
 from ..io import cache_dir
 from ..plugins import Plugin, load_plugin
 from ..registry import suggest
@@ -243,17 +244,23 @@ def check_records(plugin: Plugin, config: RunConfig, data_dir: Path) -> tuple[Re
     return records, tasks
 
 
-def check_memory(records: Records, model: ModelConfig, image_size: int, config: RunConfig) -> None:
-    """The feature matrix of every case fits in memory, when its width is known without building the backbones
-    (they were built before with these settings); otherwise the run checks it once they are built, still before
-    extracting anything."""
-    fusion = recall_fusion(model, image_size, config.train.seed)
-    if fusion is not None:
+def check_backbones_built(config: RunConfig, model: ModelConfig, image_size: int, records: Records | None,
+                          build: bool) -> None:
+    """What only the backbones themselves can tell: the feature levels pooling ``map`` keeps, the contents of a
+    weights file, a download, and whether the feature matrix of every case fits in memory.
+
+    Frozen backbones built before with these settings are known from their remembered description (no building).
+    Otherwise they are built only when ``build`` is set (``mtl validate``; the description is remembered, so that
+    the run that follows does not build them again); ``mtl run`` builds them right after these checks anyway.
+    """
+    seed = config.train.seed
+    fusion = create_fusion(model, image_size, seed) if build else recall_fusion(model, image_size, seed)
+    if fusion is not None and records is not None:
         check_features_fit(len(records), fusion, pick_device(config.train.device))
 
 
-def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print,
-              synthesize: bool = False) -> CheckedRun:
+def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print, synthesize: bool = False,
+              build: bool = False) -> CheckedRun:
     """Every check ``mtl run`` makes before extracting features; the first problem raises an :class:`MTLError`.
 
     Args:
@@ -263,6 +270,8 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print,
         say: where notes go (the synthetic data set used).
         synthesize: generate the synthetic data set when it is not in the cache yet (``mtl run``); without it
             (``mtl validate``) the data checks are skipped when there is no data at hand.
+        build: build backbones that were never built with these settings, for the checks only they can answer
+            (``mtl validate``; a run builds them next, see :func:`check_backbones_built`).
     """
     plugin = load_plugin(config.plugin, config.plugin_options)
     tasks = build_tasks(plugin, config)  # config mistakes about tasks fail before any data is read
@@ -274,9 +283,9 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print,
     if data_dir is not None:
         records, tasks = check_records(plugin, config, data_dir)
         check_model_for_tasks(model, tasks)
-        check_memory(records, model, image_size, config)
+    check_backbones_built(config, model, image_size, records, build)
     return CheckedRun(plugin, tasks, model, image_size, fallback, data_dir, records, notes)
 
 
-__all__ = ["CheckedRun", "build_tasks", "check_device", "check_memory", "check_model", "check_model_for_tasks",
+__all__ = ["CheckedRun", "build_tasks", "check_backbones_built", "check_device", "check_model", "check_model_for_tasks",
            "check_run", "check_splits", "effective_model", "resolve_data_dir", "synthetic_dir"]

@@ -46,9 +46,16 @@ BAD = {
     "not a device": (["train.device=gpu"], "train.device: 'gpu' is not a device"),
     "more folds than subjects": (["evaluation.folds=40"], "folds must be between 2 and the number of groups (15), "
                                                           "got 40"),
+    "map levels beyond the backbone": (["model.pooling=map", "model.map_levels=9"],
+                                       "backbone 'test_resnet' offers 5 feature level(s), got 9; set model.map_levels "
+                                       "to at most 5"),
     "every config error at once": (["train.lr=-1", "model.backbones=[]", "train.epoch=3"],
                                    "3 problems: model.backbones: List should have at least 1 item"),
 }
+
+
+#: found by building the backbones: validate builds them, the run right after its checks (its run folder is open)
+BUILT = {"map levels beyond the backbone"}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +96,9 @@ def test_validate_and_run_refuse_the_same_input_with_the_same_line_before_extrac
     ran = _error_lines(capsys.readouterr().err)
     assert len(checked) == 1 and words in checked[0], checked
     assert ran == checked
-    assert not _features(cache) and not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    assert not _features(cache) and not (out / "metrics.json").exists() and not (out / "predictions.csv").exists()
+    assert case in BUILT or not out.exists()  # refused before the run folder is opened
 
 
 def test_a_sound_config_passes_and_says_what_a_run_would_use(cache, capsys):
