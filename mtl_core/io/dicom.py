@@ -212,10 +212,12 @@ def _rescale(path: Path, ds: Dataset, keyword: str, default: float) -> float:
     if value is None:
         return default
     number = _single_number(value)
-    if number is None or keyword == "RescaleSlope" and number == 0:
-        expected = "one finite, non-zero number" if keyword == "RescaleSlope" else "one finite number"
-        raise DataError(f"DICOM {path} has a malformed {keyword} tag (expected {expected}); it defines what the "
-                        f"pixel values mean: fix or remove the tag, or re-export the file")
+    if number is None:
+        raise DataError(f"DICOM {path} has a malformed {keyword} tag (expected one finite number); it defines what "
+                        f"the pixel values mean: fix or remove the tag, or re-export the file")
+    if keyword == "RescaleSlope" and number == 0:  # as before: a slope of 0 would make every pixel the same
+        log.warning("DICOM %s has RescaleSlope 0, which would make every pixel the same; taken as 1", path)
+        return 1.0
     return number
 
 

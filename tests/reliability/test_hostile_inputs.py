@@ -134,7 +134,7 @@ def test_hostile_file_is_refused_with_one_line_and_touches_nothing(case, outcome
 # ---- text built to break the files a run writes ----------------------------------------------------------------
 
 FORMULA_IDS = ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1:A9)", "\t=1"]
-CLASSES = {"none": "none", "disc": "$5 - $10 disc", "square": "square | box", "triangle": "=triangle"}
+CLASSES = {"none": "none", "disc": "$x^$ disc", "square": "square | box", "triangle": "=triangle"}  # $x^$: bad TeX
 WARDS = ["east\n| wing | x |", "west|north", "$5 - $10", "ward\r\n# 7"]
 
 
@@ -155,7 +155,7 @@ def hostile_run(tmp_path_factory, cache_env, mtl):
     options.pop("synthetic")
     options["strata"] = ["ward"]
     options["tasks"]["shape"] |= {"classes": list(CLASSES.values()), "mapping": CLASSES}
-    options["tasks"]["count"]["unit"] = "$ per image"
+    options["tasks"]["count"]["unit"] = "$\\frac{$ per image"
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     done = mtl("run", str(root / "config.yaml"), "--data", str(data), "--output", str(root / "out"), "--set",
                "data.image_size=32", "--set", "train.epochs=2", env=cache_env)

@@ -268,7 +268,7 @@ def test_empty_window_means_no_window(tmp_path, stored12, caplog):
     assert not caplog.records
 
 
-@pytest.mark.parametrize("keyword, value", [("RescaleSlope", b"abc"), ("RescaleSlope", b"nan"), ("RescaleSlope", b"0"),
+@pytest.mark.parametrize("keyword, value", [("RescaleSlope", b"abc"), ("RescaleSlope", b"nan"),
                                             ("RescaleSlope", b"1\\2"), ("RescaleIntercept", HUGE),
                                             ("RescaleIntercept", b"-inf"), ("RescaleIntercept", b"1\\2\\3")])
 def test_malformed_rescale_is_one_line_without_the_value(tmp_path, stored12, keyword, value):
@@ -277,6 +277,13 @@ def test_malformed_rescale_is_one_line_without_the_value(tmp_path, stored12, key
         read_image(path)
     text = _one_line(info, "a.dcm", f"malformed {keyword} tag", "fix or remove the tag")
     assert "999" not in text and "abc" not in text and SECRET not in text
+
+
+def test_zero_slope_is_taken_as_one_with_a_warning(tmp_path, stored12, caplog):
+    path = dicom(tmp_path / "a.dcm", stored12, raw={"RescaleSlope": (b"0", "DS")})
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_allclose(read_image(path), stored12 / 4095, atol=1e-6)
+    assert "RescaleSlope 0" in caplog.text
 
 
 def test_empty_rescale_means_identity(tmp_path, stored12):

@@ -85,7 +85,7 @@ def test_any_names_and_values_keep_the_markdown_table_structure(names, values, u
 
 # ---- figures ----------------------------------------------------------------------------------------------------
 
-DOLLARS = ["$5 - $10", "a$b$c", "\\$x^", "$\\frac{", "plain"]
+DOLLARS = ["$5 - $10", "$x^$", "$\\frac{$", "$\\alpha$", "plain"]  # the 2nd and 3rd crashed mathtext
 
 
 def _predictions(classes: list[str], n: int, seed: int = 0, weights=None) -> pd.DataFrame:
@@ -97,7 +97,7 @@ def _predictions(classes: list[str], n: int, seed: int = 0, weights=None) -> pd.
 
 def test_dollar_signs_in_names_and_units_are_drawn_as_written(tmp_path):
     tasks = [{"name": "cls", "kind": "classification", "unit": "", "classes": DOLLARS},
-             {"name": "v$", "kind": "regression", "unit": "$ per $m^2$"}]
+             {"name": "v$", "kind": "regression", "unit": "$ per $m^$"}]
     history = {"train": [{"total": 1.0, "cls": 0.5, "v$": 0.5}] * 3, "val": [{"total": 1.0, "cls": 0.5, "v$": 0.5}] * 3,
                "weights": [{"cls": 1.0, "v$": 1.0}] * 3, "best_epoch": 1}
     paths = write_figures(tmp_path, tasks, _predictions(DOLLARS, 40), [history])
@@ -108,7 +108,7 @@ def test_dollar_signs_in_names_and_units_are_drawn_as_written(tmp_path):
 
     fig.canvas.draw()
     shown = {t.get_text() for t in fig.findobj(Text)}
-    assert "$5 - $10" in shown and "a$b$c" in shown
+    assert {"$5 - $10", "$x^$", "$\\alpha$"} <= shown  # as written, not parsed
 
 
 def test_many_classes_show_the_most_frequent_and_say_so():
