@@ -150,7 +150,9 @@ def dicom(path: Path, pixels: np.ndarray, syntax: str = "1.2.840.10008.1.2.1", r
         setattr(ds, key, value)
     for key, (value, vr) in (raw or {}).items():
         _raw(ds, key, value, vr)
-    ds.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's complaints about the garbage we write on purpose
+        ds.save_as(path, enforce_file_format=True)
     return path
 
 
