@@ -18,7 +18,7 @@ from ..features import backbone_source, pretrained_available
 from ..io import atomic_write, write_csv
 from ..plugins import load_plugin
 from ..registry import suggest
-from ..report import cell, metric_label, section_of, summary_metrics
+from ..report import cell, markdown_cell, metric_label, section_of, summary_metrics
 from .checks import build_tasks
 from .pipeline import execute
 
@@ -133,9 +133,9 @@ def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) ->
     for name, t in tasks.items():
         header += [f"{name} {metric_label(k)}" + (f" ({t.get('unit', '')})" if k == "mae" else "")
                    for k, _ in _columns(t)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
     for row, metrics in zip(rows, results, strict=True):
-        cells = [row["backbones"], row["ablation"]]
+        cells = [markdown_cell(row["backbones"]), markdown_cell(row["ablation"])]  # a variant's name is the user's
         for name, t in tasks.items():
             own = metrics["tasks"].get(name)
             cells += [cell(own, k, d) if own is not None else "–" for k, d in _columns(t)]

@@ -178,3 +178,11 @@ def test_compare_runs_every_set_and_ablation_with_its_settings(tmp_path, monkeyp
     written = pd.read_csv(tmp_path / "cmp" / "compare.csv")
     assert list(written["grade_f1_macro"]) == pytest.approx([0.5 + i / 10 for i in range(1, 11)])
     assert (tmp_path / "cmp" / "compare.md").read_text().count("\n| test_resnet") == 10
+
+
+def test_a_variant_name_with_a_pipe_or_newline_stays_one_cell():
+    rows = [{"backbones": "a+b", "ablation": "wide | deep\nv2"}]
+    results = [{"tasks": {"kind": {"kind": "classification", "metrics": {"accuracy": 0.5}}}}]
+    table = markdown_table(rows, results).splitlines()
+    body = [line for line in table if line.startswith("| a+b")]
+    assert len(body) == 1 and "wide \\| deep v2" in body[0]
