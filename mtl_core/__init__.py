@@ -33,6 +33,8 @@ _EXPORTS = {
     "evaluate_outputs": "evaluate.scores",
     "Plugin": "plugins.contract", "load_plugin": "plugins.contract", "list_plugins": "plugins.contract",
     "check_plugin": "plugins.conformance", "ConformanceReport": "plugins.conformance",
+    "run": "workflow.api", "RunOutcome": "workflow.api", "save_run": "workflow.api", "predict": "workflow.api",
+    "load_run": "workflow.predict", "LoadedRun": "workflow.predict", "predict_images": "workflow.predict",
 }
 #: the layers, lowest first: a module imports its own room and lower layers only (tests/core/test_layers.py)
 LAYERS = {

@@ -105,24 +105,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every task for images with a finished run."""
     # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
-    from ..workflow import load_run, predict_images
+    from ..io import atomic_write, csv_text
+    from ..workflow import format_table, load_run, prediction_frame, prediction_rows, run_images
 
     run = load_run(Path(args.run_dir))
-    rows = predict_images(run, [Path(p) for p in args.images])
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    checked = run.check is not None
-    header = ["image"] + [f"{t.name}" for t in run.tasks] + (["out_of_distribution"] if checked else [])
-    print(",".join(header))
-    for row in rows:
-        cells = [row["image"]]
-        cells += [_prediction_cell(row[t.name]) for t in run.tasks]
-        if checked:
-            ood = row["out_of_distribution"]
-            cells.append(f"{'YES' if ood['flagged'] else 'no'} (score {ood['score']:.2f})")
-        print(",".join(f'"{c}"' if "," in c else c for c in cells))
-    flagged = [r["image"] for r in rows if r.get("out_of_distribution", {}).get("flagged")]
+    predicted = run_images(run, [Path(p) for p in args.images])
+    kind = args.format or ("table" if sys.stdout.isatty() and args.output is None else "csv")
+    frame, units = prediction_frame(run, predicted)
+    if kind == "json":
+        text = json.dumps(prediction_rows(run, predicted), indent=2) + "\n"
+    elif kind == "table":
+        text = format_table(frame, units) + "\n"
+    else:
+        text = csv_text(frame)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(args.output, text)
+        written = [args.output]
+        if kind == "csv":  # the units of the columns beside the numbers, which stay bare for every reader
+            written.append(args.output.with_name(f"{args.output.stem}.units.csv"))
+            atomic_write(written[-1], csv_text(_units_frame(units)))
+        _say(f"wrote {', '.join(str(p) for p in written)}")
+    flagged = list(frame["image"][frame["out_of_distribution"] == 1]) if "out_of_distribution" in frame else []
     if flagged:
         print(f"WARNING: {len(flagged)} image(s) lie far from the training images (out-of-distribution score > 1: "
               f"farther than {100 * run.check.quantile:g}% of held-out cases); do not trust their predictions: "
@@ -130,13 +135,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prediction_cell(p: dict) -> str:
-    """One task's prediction as a CSV cell: "class (0.93)", "12.5 mm", or "key=value ..." for other kinds."""
-    if "prediction" not in p:
-        return " ".join(f"{k}={v}" for k, v in p.items())
-    if "probability" in p:
-        return f"{p['prediction']} ({p['probability']:.2f})"
-    return f"{p['prediction']} {p.get('unit', '')}".strip()
+def _units_frame(units: dict[str, str]):
+    """The units sidecar of ``mtl predict --format csv --output FILE``: one row per column of FILE."""
+    import pandas as pd  # lazy: only predict writes it, and `mtl --help` loads no pandas
+
+    return pd.DataFrame({"column": list(units), "unit": list(units.values())})
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -264,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict every task for images with a finished run")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
-    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--format", choices=["csv", "json", "table"],
+                   help="csv: one numeric column per value (default when the output is not a terminal); json: "
+                        "every task's prediction with its unit; table: aligned for reading (default on a terminal)")
+    p.add_argument("--output", type=Path, help="write to this file instead of the standard output (csv: and the "
+                                               "columns' units to FILE_STEM.units.csv beside it)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("plugins", help="list installed plugins; 'plugins check NAME' checks one")
     p.set_defaults(func=cmd_plugins)

@@ -23,7 +23,6 @@ from ..train import RunCheckpoints, open_run_checkpoints, training_key
 from .crossval import FoldResult, aggregate, delta_m, run_folds, strata_breakdown
 from .run import (
     Fitted,
-    Prepared,
     RunContext,
     Say,
     decide_run,
@@ -42,6 +41,7 @@ class RunResult:
     output: Path
     metrics: dict[str, Any]
     table: str
+    predictions: pd.DataFrame | None = None  # the held-out predictions (as predictions.csv, before escaping)
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors and models: compared by identity
@@ -130,7 +130,7 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     check.save(out / "ood.safetensors")  # before _write_run, whose metrics.json marks a finished run
     _write_run(ctx, out, trained, metrics)
     checkpoints.finish()
-    return RunResult(out, metrics, console_table(metrics["tasks"]))
+    return RunResult(out, metrics, console_table(metrics["tasks"]), trained.predictions)
 
 
 def train_all(ctx: RunContext, checkpoints: RunCheckpoints, say: Say) -> Trained:
@@ -188,18 +188,18 @@ def _write_run(ctx: RunContext, out: Path, trained: Trained, metrics: dict[str, 
                                                                  ("train", "val", "weights", "best_epoch")}})
     write_json(out / "split.json", [r.fitted.split.to_json(prep.records.ids) for r in trained.results])
     write_csv(out / "predictions.csv", trained.predictions)
-    report = markdown_report(metrics["run"], metrics, [t.describe() for t in prep.tasks])
-    atomic_write(out / "report.md", report)
-    _write_figures(out, prep, trained.predictions, histories, report, metrics["tasks"])
+    write_report(out, prep.tasks, metrics, trained.predictions, histories,
+                 CaseImages.from_records(prep.records, prep.plugin.read_image))
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
-def _write_figures(out: Path, prep: Prepared, predictions: pd.DataFrame, histories: list, report: str,
-                   entries: dict[str, Any]) -> None:
-    """Figures (of every task, and of every component entry by its own kind) and the self-contained HTML report
-    (when the figure modules are available)."""
-    components = [{"name": name, "kind": e["kind"], "unit": e.get("unit", "")} for name, e in entries.items()
+def write_report(out: Path, tasks: list, metrics: dict[str, Any], predictions: pd.DataFrame, histories: list,
+                 images: CaseImages | None = None) -> None:
+    """``report.md``, the figures (of every task, and of every component entry by its own kind) and the
+    self-contained ``report.html`` (when the figure modules are available) of a run folder."""
+    report = markdown_report(metrics["run"], metrics, [t.describe() for t in tasks])
+    atomic_write(out / "report.md", report)
+    components = [{"name": name, "kind": e["kind"], "unit": e.get("unit", "")} for name, e in metrics["tasks"].items()
                   if "part_of" in e]
-    figures = write_figures(out, [t.describe() for t in prep.tasks] + components, predictions, histories,
-                            CaseImages.from_records(prep.records, prep.plugin.read_image))
+    figures = write_figures(out, [t.describe() for t in tasks] + components, predictions, histories, images)
     write_html(out, report, figures)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from ..config import ModelConfig
@@ -34,8 +36,9 @@ class LoadedRun:
 
 
 def _reader(plugin_name: str):
-    """The plugin's image reader when it is installed; plugins named by a file path are never loaded here."""
-    if ".py:" in plugin_name or plugin_name.endswith(".py"):
+    """The plugin's image reader when it is installed; plugins named by a file path are never loaded here, and a
+    run saved from the library without a plugin reads with the core reader."""
+    if not plugin_name or ".py:" in plugin_name or plugin_name.endswith(".py"):
         return read_image
     try:
         return load_plugin(plugin_name).read_image
@@ -63,13 +66,21 @@ def load_run(run_dir: Path) -> LoadedRun:
     fusion = _fusion(model_cfg, size, seed)
     fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
     if fusion_state:
-        fusion.load_state_dict(fusion_state)
+        try:
+            fusion.load_state_dict(fusion_state)
+        except RuntimeError as exc:
+            raise RunError(f"the backbone tensors of {saved.weights_file} do not fit the backbones of its "
+                           f"model.json ({str(exc).splitlines()[-1].strip()})") from None
     elif fusion.checksum() != schema.get("backbone_checksum"):
         raise RunError(f"the backbones rebuilt for {saved.folder} differ from the ones it was trained with (other "
                        f"weights file or library version); predict where the run was made")
     model = create_model(fusion, tasks, model_cfg.trunk.model_dump(), model_cfg.share_heatmap)
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fusion.")},
-                                                strict=False)
+    try:
+        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fusion.")},
+                                                    strict=False)
+    except RuntimeError as exc:  # a tensor of another shape than model.json describes
+        raise RunError(f"{saved.weights_file} does not fit its model.json ({str(exc).splitlines()[-1].strip()})"
+                       ) from None
     missing = [k for k in missing if not k.startswith("fusion.")]
     if missing or unexpected:
         raise RunError(f"{saved.weights_file} does not fit its model.json ({len(missing)} missing, "
@@ -91,20 +102,135 @@ def describe_prediction(task: Task, output: torch.Tensor) -> dict[str, Any]:
     return task.describe_prediction(output)
 
 
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class Predicted:
+    """A run's raw outputs on some images.
+
+    Attributes:
+        images: the image paths, as given.
+        outputs: task -> head outputs of every image, (N, ...).
+        ood_scores: out-of-distribution score per image (1 = the calibrated threshold), or None without a check.
+    """
+
+    images: list[str]
+    outputs: dict[str, torch.Tensor]
+    ood_scores: np.ndarray | None = None
+
+    def one(self, i: int) -> dict[str, torch.Tensor]:
+        """The outputs of image ``i``, each (1, ...)."""
+        return {name: out[i:i + 1] for name, out in self.outputs.items()}
+
+
 @torch.no_grad()
+def run_images(run: LoadedRun, images: list[Path]) -> Predicted:
+    """Read, resize and predict each image (one at a time: images can be large), with its out-of-distribution
+    score when the run has a check."""
+    if not images:
+        raise RunError("no images to predict: give one or more image files")
+    outputs: dict[str, list[torch.Tensor]] = {t.name: [] for t in run.tasks}
+    scores = []
+    for path in images:
+        tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)
+        features = run.model.fusion(tensor)
+        for name, out in run.model.forward_features(features).items():
+            outputs[name].append(out)
+        if run.check is not None:
+            scores.append(float(run.check.scores(run.model.embedding(features))[0]))
+    return Predicted([str(p) for p in images], {k: torch.cat(v) for k, v in outputs.items()},
+                     np.asarray(scores, np.float64) if run.check is not None else None)
+
+
 def predict_images(run: LoadedRun, images: list[Path]) -> list[dict[str, Any]]:
     """Predictions for each image: {"image": path, task: :meth:`Task.describe_prediction` output}; built-in kinds
     give {"prediction": ..., "probability" | "unit": ...}. With the run's out-of-distribution check,
     ``out_of_distribution`` holds the image's distance score (1 = the calibrated threshold) and whether it is
     flagged: its predictions are then not to be trusted."""
+    return prediction_rows(run, run_images(run, images))
+
+
+def prediction_rows(run: LoadedRun, predicted: Predicted) -> list[dict[str, Any]]:
+    """The rows of :func:`predict_images` from outputs already computed (``mtl predict --format json``)."""
     rows = []
-    for path in images:
-        tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)
-        features = run.model.fusion(tensor)
-        outputs = run.model.forward_features(features)
-        row = {"image": str(path)} | {t.name: describe_prediction(t, outputs[t.name]) for t in run.tasks}
-        if run.check is not None:
-            score = float(run.check.scores(run.model.embedding(features))[0])
+    for i, image in enumerate(predicted.images):
+        one = predicted.one(i)
+        row = {"image": image} | {t.name: describe_prediction(t, one[t.name]) for t in run.tasks}
+        if predicted.ood_scores is not None:
+            score = float(predicted.ood_scores[i])
             row["out_of_distribution"] = {"score": round(score, 3), "flagged": score > 1.0}
         rows.append(row)
     return rows
+
+
+#: unit of the probability columns of :func:`prediction_frame`
+PROBABILITY = "probability"
+
+
+def prediction_frame(run: LoadedRun, predicted: Predicted) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per image, one column per value, and each column's unit (``mtl predict --format csv``).
+
+    The columns are those of the run's ``predictions.csv`` without the ``_pred`` suffix: ``image``, then per
+    task its value column(s) (a class task: the class name ``<task>``; a regression task: ``<task>``; a point
+    task: its components, ``x``, ``y`` and the extent) and its extra outputs (``<task>_prob``, a point task's
+    ``<task>_presence``), then ``out_of_distribution`` (1 when flagged, else 0) and
+    ``out_of_distribution_score`` when the run has a check. Every value is a number but class names.
+
+    Returns:
+        The frame and {column: unit}: ``class`` for a class name, ``probability`` for a value in [0, 1], "" for a
+        number without a unit.
+    """
+    frame = pd.DataFrame({"image": predicted.images})
+    units = {"image": "path"}
+    for task in run.tasks:
+        out = predicted.outputs[task.name]
+        said = describe_prediction(task, out[:1])  # its units, for a task kind the engine does not know
+        for column, values in task.table_columns(task.decode(out), "pred").items():
+            name = column.removesuffix("_pred")
+            frame[name] = values
+            units[name] = "class" if values and isinstance(values[0], str) else str(
+                said.get(f"{name}_unit", said.get("unit", "")))
+        for column, values in task.output_columns(out).items():
+            frame[column] = values
+            units[column] = PROBABILITY if column.endswith(("_prob", "_presence")) else ""
+    if predicted.ood_scores is not None:
+        frame["out_of_distribution"] = (predicted.ood_scores > 1.0).astype(int)
+        frame["out_of_distribution_score"] = np.round(predicted.ood_scores, 4)
+        units |= {"out_of_distribution": "1 = flagged", "out_of_distribution_score": "1 = threshold"}
+    return frame, units
+
+
+def format_table(frame: pd.DataFrame, units: dict[str, str]) -> str:
+    """The prediction frame as an aligned text table for a terminal (``mtl predict --format table``): a class
+    with its probability in one cell (``malignant (0.65)``), units in the header (``size (mm)``), numbers
+    right-aligned with at most 4 decimals, and the out-of-distribution flag as ``YES``/``no`` with its score."""
+    shown: dict[str, list[str]] = {}
+    numeric: set[str] = set()
+    for column in frame.columns:
+        if column.endswith("_prob") and column.removesuffix("_prob") in shown or column == "out_of_distribution_score":
+            continue
+        values = [_table_cell(v) for v in frame[column]]
+        if f"{column}_prob" in frame:
+            values = [f"{v} ({p:.2f})" for v, p in zip(values, frame[f"{column}_prob"], strict=True)]
+        elif column == "out_of_distribution":
+            column = "out_of_distribution (score)"
+            values = [f"{'YES' if flag else 'no'} ({score:.2f})" for flag, score in
+                      zip(frame["out_of_distribution"], frame["out_of_distribution_score"], strict=True)]
+        elif pd.api.types.is_numeric_dtype(frame[column]):
+            numeric.add(column)
+        unit = units.get(column, "")
+        shown[f"{column} ({unit})" if unit and unit != PROBABILITY and column != "image" else column] = values
+        if column in numeric:
+            numeric.add(list(shown)[-1])
+    widths = {h: max([len(h)] + [len(c) for c in cells]) for h, cells in shown.items()}
+    lines = ["  ".join(h.ljust(w) for h, w in widths.items()).rstrip(), "  ".join("-" * w for w in widths.values())]
+    for i in range(len(frame)):
+        lines.append("  ".join(cells[i].rjust(widths[h]) if h in numeric else cells[i].ljust(widths[h])
+                               for h, cells in shown.items()).rstrip())
+    return "\n".join(lines)
+
+
+def _table_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{float(value):.4g}"
+    return " ".join(str(value).split())  # one line per image whatever a class name holds

@@ -76,11 +76,12 @@ def test_predict_png_and_dicom_print_all_tasks(finished_run, phantom, tmp_path, 
         assert location["unit"] == "px" and location["size_unit"] == "mm" and 0 <= location["presence"] <= 1
         assert row["out_of_distribution"]["score"] >= 0 and isinstance(row["out_of_distribution"]["flagged"], bool)
     assert "SECRET-ID-123" not in done.stdout and "Doe" not in done.stdout
-    csv = mtl("predict", str(out), str(png), env=cache_env)
+    csv = mtl("predict", str(out), str(png), env=cache_env)  # not a terminal: CSV, one number per column
     assert csv.returncode == 0
     header, line = csv.stdout.splitlines()
-    assert header.split(",")[1:] == [*TASKS, "out_of_distribution"]
-    assert re.search(r"x=[\d.]+ y=[\d.]+ size=[\d.]+ unit=px size_unit=mm presence=", line), line
+    assert header.split(",")[1:] == [f"{t}{s}" for t in TASKS[:-1] for s in ("", "_prob")] + [
+        *POINT, "location_presence", "out_of_distribution", "out_of_distribution_score"]
+    assert re.fullmatch(r"[^,]+(,[^,]+,0\.\d+){4}(,[\d.]+){3},0\.\d+,[01],[\d.]+", line), line
 
 
 def test_predict_on_training_image_matches_run_predictions(finished_run, phantom, cache_env):

@@ -104,7 +104,8 @@ def test_predict_rebuilds_the_kinds_and_matches_the_run(kinds_run, plugin_env):
     assert row["offset"]["prediction"] == pytest.approx([case["offset_dx_pred"], case["offset_dy_pred"]], abs=2e-3)
     assert 0.0 <= row["brightness"]["prediction"] <= 1.0
     csv = mtl("predict", str(out), image, env=plugin_env)
-    assert csv.returncode == 0 and csv.stdout.splitlines()[0] == "image,blobs,offset,brightness,out_of_distribution"
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0] == ("image,blobs,offset_dx,offset_dy,brightness,"
+                                                        "out_of_distribution,out_of_distribution_score")
 
 
 def test_predict_without_the_plugin_names_the_unknown_kind(kinds_run, cache_env):
