@@ -203,23 +203,22 @@ def format_table(frame: pd.DataFrame, units: dict[str, str]) -> str:
     with its probability in one cell (``malignant (0.65)``), units in the header (``size (mm)``), numbers
     right-aligned with at most 4 decimals, and the out-of-distribution flag as ``YES``/``no`` with its score."""
     shown: dict[str, list[str]] = {}
-    numeric: set[str] = set()
+    numeric: set[str] = set()  # headers of right-aligned columns
     for column in frame.columns:
-        if column.endswith("_prob") and column.removesuffix("_prob") in shown or column == "out_of_distribution_score":
-            continue
+        if column.endswith("_prob") and column.removesuffix("_prob") in frame or column == "out_of_distribution_score":
+            continue  # shown with its class, or with the flag
+        unit = units.get(column, "")
+        header = column if unit in ("", "path", "class", PROBABILITY) else f"{column} ({unit})"
         values = [_table_cell(v) for v in frame[column]]
         if f"{column}_prob" in frame:
             values = [f"{v} ({p:.2f})" for v, p in zip(values, frame[f"{column}_prob"], strict=True)]
         elif column == "out_of_distribution":
-            column = "out_of_distribution (score)"
+            header = "out_of_distribution (score)"
             values = [f"{'YES' if flag else 'no'} ({score:.2f})" for flag, score in
                       zip(frame["out_of_distribution"], frame["out_of_distribution_score"], strict=True)]
         elif pd.api.types.is_numeric_dtype(frame[column]):
-            numeric.add(column)
-        unit = units.get(column, "")
-        shown[f"{column} ({unit})" if unit and unit != PROBABILITY and column != "image" else column] = values
-        if column in numeric:
-            numeric.add(list(shown)[-1])
+            numeric.add(header)
+        shown[header] = values
     widths = {h: max([len(h)] + [len(c) for c in cells]) for h, cells in shown.items()}
     lines = ["  ".join(h.ljust(w) for h, w in widths.items()).rstrip(), "  ".join("-" * w for w in widths.values())]
     for i in range(len(frame)):
