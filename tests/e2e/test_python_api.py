@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -74,3 +75,23 @@ def test_bad_input_raises_one_line_before_writing(tmp_path):
     with pytest.raises(mtl_core.MTLError, match="mapping or a list"):
         mtl_core.run(SHAPES, output=tmp_path / "out", overrides="train.epochs=3")
     assert not (tmp_path / "out").exists()
+
+
+def test_python_api_page_runs_as_written(tmp_path, cache_env, monkeypatch, capsys):
+    """docs/python-api.md's examples, run from a folder that has the repository's examples (the save_run one is
+    the end of the README's example, which tests/test_readme.py runs)."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "python-api.md").read_text(), re.S)
+    runnable = [b for b in blocks if "save_run(" not in b]
+    assert len(runnable) == 2 and len(blocks) == 3
+    for key, value in cache_env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "docs"}
+    for block in runnable:
+        exec(compile(block, "docs/python-api.md", "exec"), namespace)
+    assert namespace["result"].folder == Path("runs/shapes") and namespace["mae"] >= 0
+    frame, rows = namespace["frame"], namespace["rows"]
+    assert len(frame) == len(rows) == 3 and frame.attrs["units"]["count"] == "shapes"
+    assert [r["count"]["prediction"] for r in rows] == pytest.approx(frame["count"].tolist(), abs=1e-3)
+    assert str(Path("runs/shapes/report.html")) in capsys.readouterr().out
