@@ -180,13 +180,33 @@ class RunConfig(Strict):
     output: str = Field("runs/latest", description="output folder (overridden by --output)")
 
 
-def _describe(error: Any) -> str:
-    """One pydantic error as ``key: message (got value)``, with a hint for an unknown key."""
-    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    value = error.get("input")
-    shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
-    hint = ", remove it or check its spelling" if error["type"] == "extra_forbidden" else ""
-    return f"{key}: {error['msg']}{shown}{hint}"
+_TYPE_TAGS = {"int", "float", "str", "bool", "bytes", "list", "dict", "none"}
+
+
+def _is_branch(part: Any) -> bool:
+    """True for the part of a pydantic location that names a branch of a union (``literal['auto']``,
+    ``constrained-int``), not a key: a key never holds '-' or '['."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "-" in part or "[" in part)
+
+
+def describe_errors(errors: list[Any]) -> list[str]:
+    """Pydantic errors as ``key: message (got value)`` lines, one per key: the branches of a union a value matches
+    none of are said together (``data.batch_size: Input should be greater than or equal to 1 or 'auto' (got 0)``),
+    with a hint for an unknown key."""
+    grouped: dict[str, list[Any]] = {}
+    for error in errors:
+        key = ".".join(str(p) for p in error["loc"] if not _is_branch(p)) or "(top level)"
+        grouped.setdefault(key, []).append(error)
+    return [_describe(key, group) for key, group in grouped.items()]
+
+
+def _describe(key: str, group: list[Any]) -> str:
+    first = group[0]
+    value = first.get("input")
+    shown = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+    hint = ", remove it or check its spelling" if first["type"] == "extra_forbidden" else ""
+    messages = [first["msg"]] + [e["msg"].removeprefix("Input should be ") for e in group[1:]]
+    return f"{key}: {' or '.join(dict.fromkeys(messages))}{shown}{hint}"
 
 
 def format_problems(source: str, problems: list[str]) -> str:
@@ -275,7 +295,7 @@ def load_config(target: Path | str, overrides: list[str] | None = None) -> RunCo
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        problems += [_describe(e) for e in exc.errors()]
+        problems += describe_errors(exc.errors())
     if problems:
         raise ConfigError(format_problems(str(path), problems))
     if config.data.path and not Path(config.data.path).expanduser().is_absolute():
@@ -289,4 +309,4 @@ def validate_model(model: type[BaseModel], raw: dict[str, Any], source: str) -> 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_problems(source, [_describe(e) for e in exc.errors()])) from None
+        raise ConfigError(format_problems(source, describe_errors(exc.errors()))) from None

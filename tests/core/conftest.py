@@ -20,8 +20,8 @@ if os.environ.get("MTL_HIDE_PLUGINS") == "1":
 
     def _entry_points(**params):
         found = _original(**params)
-        if params.get("group") == "mtl.plugins":
-            return importlib.metadata.EntryPoints(())
+        if params.get("group") == "mtl.plugins":  # the core's own `table` plugin stays; the JSRT one goes
+            return importlib.metadata.EntryPoints(e for e in found if not e.value.startswith("jsrt_res_mtnet"))
         return found
 
     importlib.metadata.entry_points = _entry_points
