@@ -18,10 +18,10 @@ import yaml
 
 from ..config import ModelConfig, RunConfig, apply_overrides, load_config, validate_model
 from ..data import Records, Split
-from ..errors import MTLError
+from ..errors import MTLError, RunError
 from ..evaluate import evaluate_outputs
 from ..features import library_versions
-from ..io import write_csv, write_json, write_run_model
+from ..io import read_json, write_csv, write_json, write_run_model
 from ..model import MultiTaskModel
 from ..report import console_table
 from ..tasks import Task
@@ -32,6 +32,9 @@ from .predict import LoadedRun, load_run, prediction_frame, run_images
 from .run import Fitted
 
 log = logging.getLogger(__name__)
+
+#: ``saved_by`` of the model.json that :func:`save_run` writes
+SAVED_BY = "mtl_core.save_run"
 
 
 @dataclass(frozen=True, eq=False)  # holds a DataFrame: compared by identity
@@ -150,7 +153,8 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
     learning curves when ``history`` is given), as ``mtl run`` writes them for one held-out split.
 
     Args:
-        folder: the run folder to write (created; files already there are replaced).
+        folder: the run folder to write: new, empty, or written by ``save_run`` before (its model, report and
+            evaluation files are then replaced; other files, such as images, stay).
         model: a :class:`MultiTaskModel` with its backbones attached (``model.fusion``): predicting reads images.
         tasks: its tasks, fitted on the training part (``Task.fit``), in the model's order.
         image_size: the side images are resized to; default: the backbones' input size.
@@ -166,8 +170,8 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
         The run folder.
 
     Raises:
-        MTLError: the model has no backbones, the tasks do not match its heads, or only one of ``outputs`` and
-            ``targets`` is given.
+        MTLError: the model has no backbones, the tasks do not match its heads, only one of ``outputs`` and
+            ``targets`` is given, or ``folder`` holds files that ``save_run`` did not write (a run of ``mtl run``).
 
     Example:
         >>> save_run("runs/squares", model, tasks, history=history,  # doctest: +SKIP
@@ -182,8 +186,8 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
                        f"({list(model.heads)}): give the tasks the model was built with, in order")
     if (outputs is None) != (targets is None):
         raise MTLError("save_run needs both the held-out outputs and their targets for the report (or neither)")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    held_out = None if outputs is None or targets is None else _held_out(tasks, outputs, targets, ids)
+    out = _fresh_folder(Path(folder))
     fusion = fusion.built() if hasattr(fusion, "built") else fusion
     size = int(image_size or fusion.infos[0].input_size)
     state = dict(model.head_state_dict())
@@ -193,8 +197,59 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
     histories = [history.to_json()] if history is not None else []
     if histories:
         write_json(out / "history.json", {"trainings": histories, **histories[0]})
-    if outputs is not None and targets is not None:
-        _write_evaluation(out, model, tasks, history, dict(outputs), dict(targets), ids, plugin)
+    if held_out is not None:
+        _write_evaluation(out, model, tasks, history, held_out, plugin)
+    return out
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class _HeldOut:
+    outputs: dict[str, torch.Tensor]
+    targets: dict[str, np.ndarray]
+    ids: list[str]
+
+
+def _held_out(tasks: list[Task], outputs: Mapping[str, torch.Tensor], targets: Mapping[str, np.ndarray],
+              ids: list[str] | None) -> _HeldOut:
+    """The held-out part given to save_run, checked before anything is written."""
+    names = [t.name for t in tasks]
+    n = len(outputs[names[0]]) if names[0] in outputs else -1
+    case_ids = [str(i) for i in (ids if ids is not None else range(max(n, 0)))]
+    arrays = {name: np.asarray(targets[name], np.float64) for name in names if name in targets}
+    if (set(outputs) != set(names) or set(arrays) != set(names) or len(case_ids) != n
+            or any(len(outputs[k]) != n or len(v) != n for k, v in arrays.items())):
+        got = {k: len(v) for k, v in outputs.items()}, {k: len(v) for k, v in targets.items()}
+        raise MTLError(f"save_run: the held-out part needs, for every task ({', '.join(names)}), its outputs and a "
+                       f"target array of the same length (and as many ids); got outputs {got[0]}, targets "
+                       f"{got[1]}{'' if ids is None else f', {len(case_ids)} ids'}")
+    return _HeldOut({name: outputs[name] for name in names}, arrays, case_ids)
+
+
+#: what save_run writes besides the model files: removed before it writes again, so nothing stale is left
+_WRITTEN = ("metrics.json", "predictions.csv", "report.md", "report.html", "history.json", "ood.safetensors")
+
+
+def _fresh_folder(out: Path) -> Path:
+    """``out``, created; a folder that ``save_run`` wrote before loses its evaluation files and figures (which
+    another model's run could not explain); a folder of other files is refused."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"save_run: {out} is a file; give a folder for the run")
+    schema = out / "model.json"  # io.run_folder.SCHEMA_FILE
+    if schema.is_file():
+        saved = read_json(schema)
+        if not isinstance(saved, dict) or saved.get("saved_by") != SAVED_BY:
+            raise RunError(f"save_run: {out} holds a run folder that save_run did not write (of `mtl run`?); "
+                           f"give a new or empty folder")
+        for name in _WRITTEN:
+            (out / name).unlink(missing_ok=True)
+        for figure in (out / "figures").glob("*.png"):
+            figure.unlink()
+    elif out.is_dir() and any(out.iterdir()):
+        raise RunError(f"save_run: {out} is not empty and holds no run of save_run; give a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"save_run cannot create {out}: {exc.strerror or exc}") from None
     return out
 
 
@@ -215,20 +270,13 @@ def library_schema(model: MultiTaskModel, fusion: Any, tasks: list[Task], image_
                             frozen=fusion.frozen, standardize_features=True, trunk=trunk_cfg)
     return {"plugin": plugin, "plugin_options": {}, "image_size": image_size, "seed": seed,
             "model": model_cfg.model_dump(), "backbones": fusion.describe(), "backbone_checksum": fusion.checksum(),
-            "tasks": [t.describe() for t in tasks], "saved_by": "mtl_core.save_run"}
+            "tasks": [t.describe() for t in tasks], "saved_by": SAVED_BY}
 
 
 def _write_evaluation(out: Path, model: MultiTaskModel, tasks: list[Task], history: History | None,
-                      outputs: dict[str, torch.Tensor], targets: dict[str, np.ndarray], ids: list[str] | None,
-                      plugin: str) -> None:
+                      held_out: _HeldOut, plugin: str) -> None:
     """metrics.json, predictions.csv and the report of the held-out cases, as ``mtl run`` writes them."""
-    n = len(next(iter(outputs.values())))
-    ids = [str(i) for i in (ids if ids is not None else range(n))]
-    targets = {name: np.asarray(values, np.float64) for name, values in targets.items()}
-    if len(ids) != n or any(len(v) != n for v in targets.values()) or set(targets) != {t.name for t in tasks}:
-        raise MTLError(f"save_run: {n} held-out outputs need {n} ids and one target array of {n} values per task "
-                       f"({', '.join(t.name for t in tasks)}), got {len(ids)} ids and "
-                       f"{ {k: len(v) for k, v in targets.items()} }")
+    outputs, targets, ids, n = held_out.outputs, held_out.targets, held_out.ids, len(held_out.ids)
     records = Records(ids, [Path(i) for i in ids], targets)
     fitted = Fitted(model, history or History(), Split(np.array([], int), np.array([], int), np.arange(n)), outputs)
     fold = FoldResult(0, 0, fitted, evaluate_outputs(tasks, outputs, targets),

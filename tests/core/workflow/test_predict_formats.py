@@ -137,6 +137,10 @@ def test_save_run_refuses_what_predict_could_not_read(saved, tmp_path):
         save_run(tmp_path / "a", model, tasks[:2])
     with pytest.raises(MTLError, match="both the held-out outputs and their targets"):
         save_run(tmp_path / "b", model, tasks, outputs={t.name: torch.zeros(1) for t in tasks})
+    outputs = {t.name: torch.zeros(2, t.out_features) for t in tasks}
+    with pytest.raises(MTLError, match="held-out part needs"):  # a target missing: refused before writing
+        save_run(tmp_path / "d", model, tasks, outputs=outputs, targets={"count": np.zeros(2)})
+    assert not (tmp_path / "d").exists()
     bare = MultiTaskModel(None, model.trunk, tasks, map_shape=model.map_shape)
     with pytest.raises(MTLError, match="needs the model's backbones"):
         save_run(tmp_path / "c", bare, tasks)
@@ -148,3 +152,23 @@ def test_bad_images_are_one_line(saved, capsys, tmp_path):
     assert main(["predict", str(folder), str(tmp_path / "not.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_save_run_writes_a_new_folder_or_its_own_again(saved, tmp_path):
+    folder, _, model, tasks = saved
+    with pytest.raises(MTLError, match="not empty"):
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "notes.txt").write_text("mine")
+        save_run(tmp_path / "full", model, tasks)
+    other = tmp_path / "other"
+    save_run(other, model, tasks)
+    (other / "ood.safetensors").write_bytes((folder / "ood.safetensors").read_bytes())
+    (other / "case.png").write_bytes(b"kept")
+    save_run(other, model, tasks)  # its own folder again: a stale check of another model goes, images stay
+    assert not (other / "ood.safetensors").exists() and (other / "case.png").read_bytes() == b"kept"
+    schema = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps(schema | {"saved_by": None}))  # as `mtl run` writes it
+    with pytest.raises(MTLError, match="did not write"):
+        save_run(other, model, tasks)
+    with pytest.raises(MTLError, match="is a file"):
+        save_run(other / "case.png", model, tasks)
