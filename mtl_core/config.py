@@ -6,6 +6,7 @@ section). A config with several mistakes reports all of them at once, each with 
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,8 @@ class Strict(BaseModel):
         32
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: ``lr: .inf`` or ``nan`` is refused when validated, not trained on (a NaN loss later)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 #: epsilon of label smoothing, ``(1 - eps) * one_hot + eps / K``: the one rule every task, override and option uses
@@ -39,7 +41,7 @@ def check_label_smoothing(value: Any, where: str) -> float:
     try:
         return _LABEL_SMOOTHING.validate_python(value)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), got {value!r} "
+        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), got {short_repr(value)} "
                           f"({exc.errors()[0]['msg']})") from None
 
 
@@ -180,6 +182,102 @@ class RunConfig(Strict):
     output: str = Field("runs/latest", description="output folder (overridden by --output)")
 
 
+# ---- limits on what a config file or --set value may hold (docs/limits.md) -------------------------------------
+# No genuine config comes near them; they are there so that a hostile one fails in milliseconds with one line.
+MAX_CONFIG_BYTES = 1_048_576  # a config file (the JSRT example's is 1.5 KB)
+MAX_OVERRIDE_CHARS = 10_000  # one --set key=value
+MAX_DEPTH = 32  # nesting of mappings and lists, aliases expanded (the deepest setting is 4 levels down)
+MAX_ALIASES = 100  # *alias references in one document
+MAX_NODES = 100_000  # values in one document with every alias expanded (a "billion laughs" expands to 10^9)
+SHOWN_CHARS = 80  # the most of a received value an error message quotes
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = SHOWN_CHARS
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple, _SHORT.maxset = 2, 4, 4, 4, 4
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to about :data:`SHOWN_CHARS` characters, at a cost that does not grow with the value: what
+    error messages quote of what they received."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+class _TooBig(Exception):
+    """A document past one of the limits above (the message names it)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that counts while it composes: past :data:`MAX_DEPTH` levels or :data:`MAX_ALIASES`
+    aliases it stops, and before anything is built it measures the document with its aliases expanded (without
+    expanding them) against :data:`MAX_NODES` and :data:`MAX_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth, self._aliases = 0, 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _TooBig(f"has more than {MAX_ALIASES} aliases (*name), the limit of a config")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(f"is nested more than {MAX_DEPTH} levels deep, the limit of a config")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _measure(node, 1, {}, set())
+        return self.construct_document(node)
+
+
+def _measure(node: yaml.Node, level: int, memo: dict[int, tuple[int, int]], active: set[int]) -> tuple[int, int]:
+    """(values, depth) of ``node`` with its aliases expanded; a shared node is measured once (``memo``)."""
+    if level > MAX_DEPTH:
+        raise _TooBig(f"is nested more than {MAX_DEPTH} levels deep (aliases expanded), the limit of a config")
+    key = id(node)
+    if key in active:
+        raise _TooBig("has an alias that refers to a value holding it (a cycle)")
+    if key not in memo:
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        size, depth = 1, 1
+        for child in children:
+            child_size, child_depth = _measure(child, level + 1, memo, active)
+            size, depth = size + child_size, max(depth, child_depth + 1)
+            if size > MAX_NODES:
+                raise _TooBig(f"has more than {MAX_NODES:,} values with its aliases expanded, the limit of a config")
+        active.discard(key)
+        memo[key] = (size, depth)
+    if level + memo[key][1] - 1 > MAX_DEPTH:
+        raise _TooBig(f"is nested more than {MAX_DEPTH} levels deep (aliases expanded), the limit of a config")
+    return memo[key]
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` within the limits above.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML.
+        ValueError: past a limit; the message names it.
+    """
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooBig as exc:
+        raise ValueError(str(exc)) from None
+
+
 _TYPE_TAGS = {"int", "float", "str", "bool", "bytes", "list", "dict", "none"}
 
 
@@ -203,34 +301,47 @@ def describe_errors(errors: list[Any]) -> list[str]:
 def _describe(key: str, group: list[Any]) -> str:
     first = group[0]
     value = first.get("input")
-    shown = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+    got = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {short_repr(value)})"
     hint = ", remove it or check its spelling" if first["type"] == "extra_forbidden" else ""
     messages = [first["msg"]] + [e["msg"].removeprefix("Input should be ") for e in group[1:]]
-    return f"{key}: {' or '.join(dict.fromkeys(messages))}{shown}{hint}"
+    return f"{key}: {' or '.join(dict.fromkeys(messages))}{got}{hint}"
+
+
+MAX_PROBLEMS_SHOWN = 20  # a config of thousands of unknown keys gives one readable line, not thousands
 
 
 def format_problems(source: str, problems: list[str]) -> str:
-    """``source: problem`` for one problem, ``source: N problems: first; second; ...`` for several (one line)."""
+    """``source: problem`` for one problem, ``source: N problems: first; second; ...`` for several (one line; past
+    :data:`MAX_PROBLEMS_SHOWN`, the first ones and how many more)."""
     if len(problems) == 1:
         return f"{source}: {problems[0]}"
-    return f"{source}: {len(problems)} problems: " + "; ".join(problems)
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    shown = problems[:MAX_PROBLEMS_SHOWN] + ([f"and {more} more"] if more > 0 else [])
+    return f"{source}: {len(problems)} problems: " + "; ".join(shown)
 
 
 def _set(raw: dict[str, Any], item: str) -> str | None:
     """Apply one ``key.sub=value`` override to ``raw``; the problem with it, or None."""
+    if len(item) > MAX_OVERRIDE_CHARS:
+        return (f"override {short_repr(item)} is {len(item):,} characters long, more than the limit of "
+                f"{MAX_OVERRIDE_CHARS:,}; put long values in the config file")
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        return f"override {item!r} is not of the form key.sub=value"
+        return f"override {short_repr(item)} is not of the form key.sub=value"
+    parts = key.strip().split(".")
+    if len(parts) > MAX_DEPTH:
+        return f"override {short_repr(item)}: its key has more than {MAX_DEPTH} levels, the limit of a config"
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         value = text
+    except ValueError as exc:
+        return f"override {short_repr(item)}: its value {exc}"
     node = raw
-    parts = key.strip().split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            return f"override {item!r}: {part!r} is not a section"
+            return f"override {short_repr(item)}: {short_repr(part)} is not a section"
         node = child
     node[parts[-1]] = value
     return None
@@ -251,15 +362,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_raw(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON file into a dict."""
+    """Read a YAML or JSON file into a dict, within the limits of a config (size, nesting, aliases)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} bytes a config may "
+                              "hold; a config holds settings, not data")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
