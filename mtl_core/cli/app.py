@@ -143,19 +143,21 @@ def _units_frame(units: dict[str, str]):
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List installed plugins with their tasks."""
+    """List installed plugins with their tasks, and each broken one as broken with its reason. Exit 0: the listing
+    is information (`mtl plugins check NAME` and `mtl run` exit non-zero on a broken plugin they are asked for)."""
     # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
-    from ..plugins import list_plugins, load_plugin
+    from ..plugins import list_plugins
 
-    infos = list_plugins()
+    infos = list_plugins(load=True)
     if not infos:
         print("no plugins installed (entry-point group 'mtl.plugins')")
     for info in infos:
-        try:
-            tasks = ", ".join(t.name for t in load_plugin(info.name).tasks())
-        except MTLError as exc:
-            tasks = f"(fails to load: {exc})"
-        print(f"{info.name}  {info.distribution} {info.version}  tasks: {tasks}")
+        state = f"broken: {info.problem}" if info.problem else f"tasks: {', '.join(info.tasks)}"
+        print(f"{info.name}  {info.distribution} {info.version}  {state}")
+    broken = [info.name for info in infos if info.problem]
+    if broken:
+        print(f"{len(broken)} of {len(infos)} plugins broken ({', '.join(broken)}); "
+              f"`mtl plugins check NAME` says more")
     return 0
 
 

@@ -25,7 +25,7 @@ from ..config import validate_model
 from ..errors import MTLError
 from ..registry import is_snake_case
 from ..tasks import Task
-from .contract import Plugin, load_class, options_problems, task_problems
+from .contract import FOREIGN_ERRORS, Plugin, load_class, options_problems, task_problems
 from .data_checks import CheckResult, DataContext, describe_exception, run_data_checks
 
 
@@ -75,7 +75,7 @@ def check_options(cls: type, raw: dict[str, Any]) -> tuple[CheckResult, BaseMode
         if again != options:
             problems.append(f"{model.__name__} changes under model_dump(mode='json') and validation (got "
                             f"{again!r}, expected {options!r}); the run folder records options as JSON")
-    except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
+    except FOREIGN_ERRORS as exc:  # plugin code is foreign: report, don't crash
         problems.append(f"{model.__name__} does not survive a JSON round trip: {describe_exception(exc)}")
     summary = f"{model.__name__} with {len(model.model_fields)} option(s)"
     return CheckResult("options", tuple(problems), summary), options
@@ -86,7 +86,7 @@ def check_plugin_tasks(plugin: Plugin) -> tuple[CheckResult, list[Task]]:
     try:
         tasks = plugin.tasks()
         second = plugin.tasks()
-    except Exception as exc:  # noqa: BLE001
+    except FOREIGN_ERRORS as exc:
         return CheckResult("tasks", (f"tasks() raised {describe_exception(exc)}",)), []
     problems = task_problems(tasks)
     if not isinstance(tasks, list) or not tasks:
@@ -119,13 +119,16 @@ def check_plugin(plugin: str | type, options: dict[str, Any] | None = None, data
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         report.results.append(CheckResult("options", (f"{cls!r} is not a subclass of mtl_core.Plugin",)))
         return report
-    result, opts = check_options(cls, options or {})
+    try:
+        result, opts = check_options(cls, options or {})
+    except FOREIGN_ERRORS as exc:  # a malformed Options: its config or validators raise
+        result, opts = CheckResult("options", (f"Options raised {describe_exception(exc)}",)), None
     report.results.append(result)
     if opts is None:
         return report
     try:
         instance = cls(opts)
-    except Exception as exc:  # noqa: BLE001
+    except FOREIGN_ERRORS as exc:
         report.results.append(CheckResult("tasks", (f"building the plugin raised {describe_exception(exc)}",)))
         return report
     result, tasks = check_plugin_tasks(instance)

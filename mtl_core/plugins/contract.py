@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,14 +75,30 @@ class Plugin:
         return f"{type(self).__module__}.{type(self).__qualname__}:{plugin_version(self)}"
 
 
+#: What foreign plugin code may raise and the engine reports instead of dying with it: a plugin that calls
+#: ``sys.exit()`` at import is one broken plugin, not the end of ``mtl plugins``. KeyboardInterrupt still stops.
+FOREIGN_ERRORS = (Exception, SystemExit)
+
+
+def foreign_error(exc: BaseException) -> str:
+    """One line, at most about 200 characters, saying what plugin code raised."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r:.80}) (the plugin called sys.exit)"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"
+
+
 @dataclass(frozen=True)
 class PluginInfo:
-    """An installed plugin as listed by ``mtl plugins``."""
+    """An installed plugin as listed by ``mtl plugins``: when loaded (``list_plugins(load=True)``), its task names,
+    or ``problem``, why it is broken (one line)."""
 
     name: str
     distribution: str
     version: str
     target: str
+    tasks: tuple[str, ...] = ()
+    problem: str | None = None
 
 
 _DISTRIBUTION_VERSIONS: dict[type, str] = {}  # plugin class -> version of the distribution it was loaded from
@@ -111,13 +127,22 @@ def _entry_points() -> list[EntryPoint]:
     return list(entry_points(group=GROUP))
 
 
-def list_plugins() -> list[PluginInfo]:
-    """Installed plugins (nothing is imported)."""
+def list_plugins(load: bool = False) -> list[PluginInfo]:
+    """Installed plugins, by name. Without ``load`` nothing is imported; with it each is loaded with its default
+    options and its tasks are listed, or it is marked broken with the reason (a broken plugin, even one that calls
+    ``sys.exit`` at import or has a malformed ``Options``, never stops the listing)."""
     found = []
     for ep in _entry_points():
         dist = ep.dist
-        found.append(PluginInfo(ep.name, dist.name if dist else "unknown", dist.version if dist else "unknown",
-                                ep.value))
+        info = PluginInfo(ep.name, dist.name if dist else "unknown", dist.version if dist else "unknown", ep.value)
+        if load:
+            try:
+                info = replace(info, tasks=tuple(t.name for t in load_plugin(ep.name).tasks()))
+            except MTLError as exc:
+                info = replace(info, problem=" ".join(str(exc).split()))
+            except FOREIGN_ERRORS as exc:  # tasks() raising the second time it is called
+                info = replace(info, problem=f"plugin {ep.name!r} failed: {foreign_error(exc)}")
+        found.append(info)
     return sorted(found, key=lambda p: p.name)
 
 
@@ -134,8 +159,8 @@ def _load_from_file(spec: str) -> type:
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
-        raise PluginError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}; fix the plugin file "
+    except FOREIGN_ERRORS as exc:  # plugin code is foreign: report, don't crash
+        raise PluginError(f"plugin file {path} failed to import: {foreign_error(exc)}; fix the plugin file "
                           f"(run it with python to see the full error)") from None
     if not hasattr(module, class_name):
         raise PluginError(f"plugin file {path} has no class {class_name!r}")
@@ -160,8 +185,8 @@ def load_class(name: str) -> tuple[type, str]:
     origin = f"distribution {ep.dist.name if ep.dist else 'unknown'} ({ep.value})"
     try:
         cls = ep.load()
-    except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
-        raise PluginError(f"plugin {name!r} from {origin} failed to load: {type(exc).__name__}: {exc}; fix the plugin "
+    except FOREIGN_ERRORS as exc:  # plugin code is foreign: report, don't crash
+        raise PluginError(f"plugin {name!r} from {origin} failed to load: {foreign_error(exc)}; fix the plugin "
                           f"or reinstall its distribution") from None
     if ep.dist is not None and isinstance(cls, type):  # known here for free; searching for it later costs ~1 s
         _DISTRIBUTION_VERSIONS[cls] = ep.dist.version
@@ -229,16 +254,21 @@ def load_plugin(name: str, options: dict[str, Any] | None = None) -> Plugin:
     cls, origin = load_class(name)
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise PluginError(f"plugin {name!r} from {origin} is not a subclass of mtl_core.Plugin")
-    problems = options_problems(cls)
-    if problems:
-        raise PluginError(f"plugin {name!r} from {origin}: {problems[0]}")
-    opts = validate_model(cls.Options, options or {}, f"plugin_options of {name!r}")
+    try:
+        problems = options_problems(cls)
+        if problems:
+            raise PluginError(f"plugin {name!r} from {origin}: {problems[0]}")
+        opts = validate_model(cls.Options, options or {}, f"plugin_options of {name!r}")
+    except MTLError:
+        raise
+    except FOREIGN_ERRORS as exc:  # a malformed Options: its validators or config raise something else
+        raise PluginError(f"plugin {name!r} from {origin}: its Options failed: {foreign_error(exc)}") from None
     try:
         plugin = cls(opts)
         check_tasks(plugin.tasks(), origin)
     except MTLError:
         raise
-    except Exception as exc:  # noqa: BLE001 - plugin code is foreign: report, don't crash
-        raise PluginError(f"plugin {name!r} from {origin} failed: {type(exc).__name__}: {exc}") from None
+    except FOREIGN_ERRORS as exc:  # plugin code is foreign: report, don't crash
+        raise PluginError(f"plugin {name!r} from {origin} failed: {foreign_error(exc)}") from None
     plugin.origin = origin  # type: ignore[attr-defined]
     return plugin
