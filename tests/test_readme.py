@@ -102,7 +102,7 @@ def test_saved_run_is_read_by_mtl_predict_as_the_model_in_memory_predicts(readme
     done = subprocess.run([sys.executable, "-m", "mtl_core.cli", "predict", str(folder), str(files[0]), "--format",
                            "json"], capture_output=True, text=True, cwd=ns["cwd"], timeout=300)
     row = json.loads(done.stdout)[0]
-    assert row["size"] == {"prediction": round(float(sizes[0]), 3), "unit": "px"}
+    assert row["size"]["unit"] == "px" and row["size"]["prediction"] == pytest.approx(float(sizes[0]), abs=1e-3)
     assert "kind" in ns["printed"].splitlines()[-len(files) - 1]  # the block printed the predict() frame
 
 
