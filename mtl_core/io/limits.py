@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, DataError
 
-#: decoded pixels an image may hold: 8192 x 8192. digitised chest films are about 2048 x 2048 (4.2 MP), mammograms about
-#: 4000 x 5000 (20 MP) and large detector plates 4300 x 4300 (18.5 MP), so a genuine image fits with room to spare,
-#: while the float64 working copies of one (8 bytes a pixel, a few at a time) stay near 1.5 GB at worst.
+#: decoded pixels an image may hold: 8192 x 8192. Digitised chest films are about 2048 x 2048 (4.2 MP),
+#: mammograms about 4000 x 5000 (20 MP) and large detector plates 4300 x 4300 (18.5 MP), so a genuine image fits
+#: with room to spare, while the float64 working copies of one (8 bytes a pixel, a few at a time) stay near
+#: 1.5 GB at worst.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: bytes a DICOM data set may hold, inflated when it is deflated: 256 MiB, 32 bits for every allowed pixel
 DEFAULT_MAX_DICOM_BYTES = 256 * 2**20
