@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from ..accel import out_of_memory, precision_context, resolve_precision
 from ..config import TrainConfig
 from ..data import TensorData
+from ..errors import RunError
 from ..model import MultiTaskModel
 from .losses import LossComposer
 from .state import History, LoopState, TrainingCheckpoint
@@ -41,6 +43,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class _NotFinite(Exception):
+    """A loss of one batch is NaN or infinite (``args[0]``: the task, or "total")."""
+
+
+def _first_non_finite(total: float, per_task: dict[str, float]) -> str | None:
+    """The task whose loss is not finite (the first), "total" when only the sum is not; None when all are."""
+    bad = [name for name, value in per_task.items() if not math.isfinite(value)]
+    return bad[0] if bad else (None if math.isfinite(total) else "total")
 
 
 class Trainer:
@@ -108,11 +120,15 @@ class Trainer:
             except torch.cuda.OutOfMemoryError:
                 raise out_of_memory("training", "train.batch_size", self.settings.batch_size, self.device) from None
             n = len(batch["id"])
-            sums["total"] = sums.get("total", 0.0) + float(out.total.detach()) * n
+            total, per_task = float(out.total.detach()), {k: float(v.detach()) for k, v in out.per_task.items()}
+            bad = _first_non_finite(total, per_task)
+            if bad is not None:  # a diverged training: stop before NaN reaches the weights, the metrics, the report
+                raise _NotFinite(bad)
+            sums["total"] = sums.get("total", 0.0) + total * n
             counts["total"] = counts.get("total", 0) + n
-            for name, loss in out.per_task.items():
+            for name, loss in per_task.items():
                 labelled = int(masks[name].sum())
-                sums[name] = sums.get(name, 0.0) + float(loss.detach()) * labelled
+                sums[name] = sums.get(name, 0.0) + loss * labelled
                 counts[name] = counts.get(name, 0) + labelled
             weights = out.weights
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
@@ -176,13 +192,19 @@ class Trainer:
         """One training epoch, its validation and the early-stopping bookkeeping."""
         history = loop.history
         self.model.train()
-        train_losses, weights = self._run_epoch(train, optimiser, generator)
+        try:
+            train_losses, weights = self._run_epoch(train, optimiser, generator)
+        except _NotFinite as exc:
+            raise self._diverged(loop.epoch, exc.args[0], "training") from None
         self.composer.weighting.end_epoch({k: v for k, v in train_losses.items() if k != "total"})
         history.train.append(train_losses)
         history.weights.append(weights)
         if val is None or len(val) == 0:
             return
-        val_losses = self.evaluate_loss(val)
+        try:
+            val_losses = self.evaluate_loss(val)
+        except _NotFinite as exc:
+            raise self._diverged(loop.epoch, exc.args[0], "validation") from None
         history.val.append(val_losses)
         score = self.stopping_score(val_losses)
         if score < loop.best - 1e-9:
@@ -193,6 +215,11 @@ class Trainer:
             if loop.waited >= self.settings.patience:
                 log.info("early stop at epoch %d (best %d)", loop.epoch + 1, history.best_epoch + 1)
                 loop.stopped = True
+
+    def _diverged(self, epoch: int, task: str, part: str) -> RunError:
+        return RunError(f"loss is not finite at epoch {epoch + 1} (task {task}, {part} data): the training diverged; "
+                        f"lower train.lr (now {self.settings.lr:g}), or check that task's targets for huge values; "
+                        "no results were written")
 
     def settings_record(self) -> dict:
         """The settings a checkpoint records and a resumed training must share (another device may resume)."""
@@ -221,4 +248,10 @@ class Trainer:
                 outputs = self._outputs(batch)
             for name, out in outputs.items():
                 chunks.setdefault(name, []).append(out.float().cpu())
-        return {k: torch.cat(v) for k, v in chunks.items()}
+        outputs = {k: torch.cat(v) for k, v in chunks.items()}
+        for name, values in outputs.items():
+            if not bool(torch.isfinite(values).all()):  # NaN would become a metric, and argmax of NaN a class
+                raise RunError(f"the model's outputs for task {name} are not finite (NaN or infinite): the "
+                               f"training diverged; lower train.lr (now {self.settings.lr:g}); no results were "
+                               "written")
+        return outputs
