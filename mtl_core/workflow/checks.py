@@ -29,7 +29,7 @@ from ..config import ModelConfig, RunConfig
 from ..data import Records, holdout_split, kfold_splits
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
 from ..features import check_features_fit, create_fusion, pretrained_available, recall_fusion
-from ..io import cache_dir
+from ..io import build_folder_once, cache_dir
 from ..plugins import Plugin, load_plugin
 from ..registry import suggest
 from ..tasks import Task
@@ -207,7 +207,10 @@ def resolve_data_dir(plugin: Plugin, config: RunConfig, data: Path | None, say: 
     target = synthetic_dir(plugin)
     if not synthesize and not target.exists():
         return None, []
-    made = plugin.synthetic_data(target)
+    # Two runs at once may both find it missing: one builds it (into a temporary folder renamed into place, under
+    # a lock), the other waits and then uses the finished folder (io/locks.py).
+    made = build_folder_once(target, plugin.synthetic_data, lambda: say(
+        f"waiting for another process to finish the synthetic data set of plugin {plugin.name!r} in {target}"))
     if made is None:
         if not synthesize:
             return None, []
