@@ -180,6 +180,19 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Show the cache folder's size per kind (`mtl cache`), or prune it by age or size (`mtl cache prune`)."""
+    # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
+    from ..io import cache_report, prune_cache
+
+    if getattr(args, "cache_command", None) == "prune":
+        lines = prune_cache(args.older_than, args.max_size, dry_run=args.dry_run)
+    else:
+        lines = cache_report()
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """Write a plugin's synthetic data set."""
     # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
@@ -286,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--samples", type=int, default=8, help="cases the image and batch checks read")
     check.add_argument("--image-size", type=int, default=64, help="side the sampled images are resized to")
     check.set_defaults(func=cmd_plugins_check)
+    p = sub.add_parser("cache", help="show the cache folder's size per kind; 'cache prune' removes old entries")
+    p.set_defaults(func=cmd_cache)
+    prune = p.add_subparsers(dest="cache_command").add_parser(
+        "prune", help="remove cache entries unused for a time, or the least recently used beyond a size")
+    prune.add_argument("--older-than", metavar="AGE", help="entries last used more than AGE ago (30d, 12h, 2w)")
+    prune.add_argument("--max-size", metavar="SIZE", help="then the least recently used until the cache holds at "
+                                                          "most SIZE (20G, 500M; powers of 1024)")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    prune.set_defaults(func=cmd_cache)
     p = sub.add_parser("synthesize", help="write a plugin's synthetic data set (a generated phantom, for instance)")
     p.add_argument("plugin")
     p.add_argument("out")

@@ -3,6 +3,7 @@ files (atomic writes, JSON, CSV, safetensors)."""
 
 from __future__ import annotations
 
+from .cache_admin import cache_entries, cache_report, prune_cache
 from .files import (
     atomic_write,
     cache_dir,
@@ -29,10 +30,10 @@ from .locks import build_folder_once, exclusive_lock
 from .run_folder import RUN_FOLDER_FORMAT, RunModel, check_run_format, read_run_model, write_run_model
 
 __all__ = [
-    "ImageLimits", "RUN_FOLDER_FORMAT", "RunModel", "atomic_write", "build_folder_once", "cache_dir",
-    "check_run_format", "checksum", "core_reader_id", "csv_cell", "csv_line", "csv_text", "drop_entry",
-    "exclusive_lock", "file_digest", "image_limits", "load_weights", "positive_int_env", "read_checked", "read_image",
-    "read_json", "read_run_model", "register_reader", "reset_image_limits", "safetensors_chunks",
-    "safetensors_header", "save_weights", "set_image_limits", "supported_suffixes", "tensor_bytes", "write_csv",
-    "write_error", "write_json", "write_run_model"
+    "ImageLimits", "RUN_FOLDER_FORMAT", "RunModel", "atomic_write", "build_folder_once", "cache_dir", "cache_entries",
+    "cache_report", "check_run_format", "checksum", "core_reader_id", "csv_cell", "csv_line", "csv_text",
+    "drop_entry", "exclusive_lock", "file_digest", "image_limits", "load_weights", "positive_int_env", "prune_cache",
+    "read_checked", "read_image", "read_json", "read_run_model", "register_reader", "reset_image_limits",
+    "safetensors_chunks", "safetensors_header", "save_weights", "set_image_limits", "supported_suffixes",
+    "tensor_bytes", "write_csv", "write_error", "write_json", "write_run_model"
 ]
