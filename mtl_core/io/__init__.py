@@ -8,6 +8,7 @@ from .files import (
     atomic_write,
     cache_dir,
     checksum,
+    contained,
     csv_cell,
     csv_line,
     csv_text,
@@ -31,7 +32,7 @@ from .run_folder import RUN_FOLDER_FORMAT, RunModel, check_run_format, read_run_
 
 __all__ = [
     "ImageLimits", "RUN_FOLDER_FORMAT", "RunModel", "atomic_write", "build_folder_once", "cache_dir", "cache_entries",
-    "cache_report", "check_run_format", "checksum", "core_reader_id", "csv_cell", "csv_line", "csv_text",
+    "cache_report", "check_run_format", "checksum", "contained", "core_reader_id", "csv_cell", "csv_line", "csv_text",
     "drop_entry", "exclusive_lock", "file_digest", "image_limits", "load_weights", "positive_int_env", "prune_cache",
     "read_checked", "read_image", "read_json", "read_run_model", "register_reader", "reset_image_limits",
     "safetensors_chunks", "safetensors_header", "save_weights", "set_image_limits", "supported_suffixes",

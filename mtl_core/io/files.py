@@ -154,6 +154,21 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def contained(path: Path | str, root: Path | str) -> bool:
+    """Whether ``path``, with every symbolic link resolved, lies inside the folder ``root`` (resolved too): the one
+    rule for files a table or a run folder names (``../..``, an absolute path or a link out of ``root`` fail). A
+    path that cannot be resolved (an embedded NUL, a loop of links) is not inside.
+
+    Example:
+        >>> contained("/data/images/../../etc/passwd", "/data")
+        False
+    """
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
 def cache_dir() -> Path:
     """``$MTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtl``, else ``~/.cache/mtl``."""
     if os.environ.get("MTL_CACHE_DIR"):

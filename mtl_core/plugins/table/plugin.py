@@ -98,7 +98,7 @@ class TablePlugin(Plugin):
         frame, where = read_table(table_path)
         check_columns(frame, self._wanted_columns(), table_path)
         ids = self._ids(frame, where)
-        index = ImageIndex(data_dir / o.images)
+        index = ImageIndex(data_dir / o.images, data_dir)
         files = frame[o.file_column or o.id_column]
         paths = [index.resolve(files.iloc[row], where(row)) for row in range(len(frame))]
         self._suffixes = {path.suffix for path in paths}

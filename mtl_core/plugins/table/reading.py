@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ...errors import DataError
-from ...io import supported_suffixes
+from ...io import contained, supported_suffixes
 from .columns import Where
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -70,13 +70,19 @@ def check_columns(frame: pd.DataFrame, wanted: dict[str, str], path: Path) -> No
 
 
 class ImageIndex:
-    """The image files of a folder (not below it), looked up by relative name or, failing that, by stem."""
+    """The image files of a folder (not below it), looked up by relative name or, failing that, by stem.
 
-    def __init__(self, folder: Path) -> None:
+    Every file it gives lies inside ``data_dir`` or the image folder (when the options put that elsewhere), with
+    symbolic links resolved: a cell ``../../etc/passwd``, ``/etc/passwd`` or naming a link out of the folder is a
+    :class:`DataError` naming the row.
+    """
+
+    def __init__(self, folder: Path, data_dir: Path | None = None) -> None:
         if not folder.is_dir():
             raise DataError(f"image folder {folder} does not exist; set plugin_options.images to the folder that "
                             f"holds the images, relative to the data folder")
         self.folder = folder
+        self.roots = [folder] if data_dir is None else [data_dir, folder]
         suffixes = set(supported_suffixes())
         self._by_stem: dict[str, list[Path]] = {}
         for entry in os.scandir(folder):
@@ -90,12 +96,29 @@ class ImageIndex:
         return (_PREFERRED.index(suffix) if suffix in _PREFERRED else len(_PREFERRED), path.name)
 
     def resolve(self, name: str, where: str) -> Path:
-        """The file ``name`` in the folder, else the file with its stem (any case, any supported suffix)."""
+        """The file ``name`` in the folder, else the file with its stem (any case, any supported suffix); either
+        inside the data folder."""
+        shown = name if len(name) <= 80 else name[:77] + "..."
         exact = self.folder / name.strip()
-        if name.strip() and exact.is_file():
-            return exact
+        if name.strip() and _is_file(exact):
+            return self._inside(exact, shown, where)
         found = self._by_stem.get(Path(name.strip()).stem.lower(), [])
         if not found:
-            raise DataError(f"{where}: image {name!r} not found in {self.folder} (also looked for "
-                            f"{Path(name.strip()).stem}.* with a supported suffix); add the file or remove the row")
-        return min(found, key=self._rank)
+            stem = Path(shown.strip()).stem
+            raise DataError(f"{where}: image {shown!r} not found in {self.folder} (also looked for "
+                            f"{stem + '.*'!r} with a supported suffix); add the file or remove the row")
+        return self._inside(min(found, key=self._rank), shown, where)
+
+    def _inside(self, path: Path, shown: str, where: str) -> Path:
+        if not any(contained(path, root) for root in self.roots):
+            raise DataError(f"{where}: image {shown!r} is outside the data folder {self.roots[0]} (symbolic links "
+                            "resolved); a table may name only files inside it: fix the row or move the file in")
+        return path
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names no file can have (an embedded NUL, too long, not encodable)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
