@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
@@ -133,10 +134,37 @@ class EvaluationConfig(Strict):
     repeats: int = Field(1, ge=1, description="repetitions of the K folds with other shuffles")
     single_task_baselines: bool | Literal["auto"] = Field(
         "auto", description="also train one model per task for Delta_m; 'auto': only with cross-validation")
+    threshold: str = Field(
+        "youden", description="decision threshold of the sensitivity and specificity of class tasks, chosen on the "
+                              "validation part: 'youden' (maximal sensitivity + specificity - 1) or 'sensitivity:S' "
+                              "(the highest whose sensitivity is at least S, e.g. sensitivity:0.9); one per class "
+                              "against the rest for a classification task")
+
+    @field_validator("threshold")
+    @classmethod
+    def _known_threshold(cls, value: str) -> str:
+        threshold_target(value)
+        return value
 
     def wants_single_task(self) -> bool:
         """Whether single-task baselines are trained."""
         return self.folds > 1 if self.single_task_baselines == "auto" else bool(self.single_task_baselines)
+
+
+def threshold_target(rule: str) -> float | None:
+    """The target sensitivity of an ``evaluation.threshold`` rule, None for ``youden``; a pydantic error (one line
+    in a config message) for anything else."""
+    name, _, target = rule.partition(":")
+    if rule == "youden":
+        return None
+    try:
+        value = float(target) if name == "sensitivity" else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise PydanticCustomError("threshold_rule", "use 'youden' or 'sensitivity:S' with S in (0, 1], e.g. "
+                                                    "sensitivity:0.9")
+    return value
 
 
 class DataConfig(Strict):

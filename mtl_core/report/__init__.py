@@ -14,10 +14,11 @@ from .markdown import (
     markdown_text,
     metric_label,
     section_of,
+    shown_metrics,
     summary_metrics,
 )
 
 __all__ = [
     "CaseImages", "beats_baseline", "cell", "console_table", "markdown_cell", "markdown_report", "markdown_text",
-    "metric_label", "section_of", "summary_metrics", "write_figures", "write_html"
+    "metric_label", "section_of", "shown_metrics", "summary_metrics", "write_figures", "write_html"
 ]

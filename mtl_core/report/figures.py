@@ -25,6 +25,7 @@ from ..io import atomic_write, positive_int_env
 from ..tasks import kind_class
 from .canvas import DPI, CaseImages, figure, plain_text, wrap
 from .point_figures import render_points
+from .score_figures import render_calibration, render_roc, scored_classes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -167,13 +168,24 @@ def render_scatter(task: dict[str, Any], predictions: pd.DataFrame, note: str = 
 #: figure name (a kind's ``Task.figure``, one of ``tasks.FIGURE_NAMES``) -> renderer of one task:
 #: ``render(task, predictions, note, images)``; ``images`` (:class:`CaseImages` or None) is for those drawn on images
 RENDERERS: dict[str, Callable[..., Figure]] = {"confusion": render_confusion, "scatter": render_scatter,
-                                               "points": render_points}
+                                               "points": render_points, "roc": render_roc,
+                                               "calibration": render_calibration}
 
 
 def _truth_column(task: dict[str, Any]) -> str:
     """The predictions.csv column that must exist for a task's figure: ``<name>_true``, or for a kind of several
     columns named by ``axes`` (a point task) the first axis's."""
     return f"{task['axes'][0]}_true" if task.get("axes") else f"{task['name']}_true"
+
+
+def _drawable(name: str, task: dict[str, Any], columns: Any) -> bool:
+    """Whether predictions.csv has what figure ``name`` of ``task`` reads: the truth column, and for the figures of
+    probabilities (``roc``, ``calibration``; a run folder from before them has none) the probability columns."""
+    if _truth_column(task) not in columns:
+        return False
+    if name == "roc":
+        return bool(scored_classes(task, columns))
+    return name != "calibration" or f"{task['name']}_prob" in columns and bool(scored_classes(task, columns))
 
 
 def _loss_label(name: str, schema: dict[str, dict[str, Any]]) -> str:
@@ -258,10 +270,10 @@ def figure_plan(tasks: list[dict[str, Any]], predictions: pd.DataFrame, historie
     """Every figure as (file stem, function drawing it), in report order."""
     cases, note = select_cases(predictions)
     plan: list[tuple[str, Callable[[], Figure]]] = []
-    for name, render in RENDERERS.items():  # every confusion matrix, then every scatter, then every points
+    for name, render in RENDERERS.items():  # every confusion matrix, scatter, points, ROC, then reliability
         for task in tasks:
             cls = kind_class(task["kind"])
-            if cls is not None and cls.figure == name and _truth_column(task) in cases.columns:
+            if cls is not None and name in (cls.figure, *cls.extra_figures) and _drawable(name, task, cases.columns):
                 plan.append((f"{name}_{_safe(task['name'])}", partial(render, task, cases, note, images)))
     if histories and histories[0].get("train"):
         plan.append(("learning_curves", partial(render_learning_curves, tasks, histories)))
@@ -324,7 +336,8 @@ def write_figures(run_dir: Path, tasks: list[dict[str, Any]], predictions: pd.Da
             grey frame).
 
     Returns:
-        Paths of the confusion matrices, scatters, points, learning curves and loss weights, in that order.
+        Paths of the confusion matrices, scatters, points, ROC curves, reliability diagrams, learning curves and
+        loss weights, in that order.
 
     Example:
         >>> write_figures(Path("runs/demo"), model["tasks"], pd.read_csv("runs/demo/predictions.csv"),

@@ -35,7 +35,8 @@ figcaption { color: #444; font-size: .95em; }
 _NUMBER = re.compile(r"^(?=.*\d)[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][-+]?\d+)?$")
 _CAPTIONS = {"confusion": "Confusion matrix", "scatter": "Predicted against true",
              "points": "Predicted and true points on test images", "learning_curves": "Learning curves",
-             "loss_weights": "Loss weights over training"}
+             "loss_weights": "Loss weights over training", "roc": "ROC and precision-recall curves",
+             "calibration": "Reliability diagram (calibration)"}
 
 
 def inline(text: str) -> str:

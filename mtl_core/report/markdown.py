@@ -13,13 +13,17 @@ import math
 import re
 from typing import Any
 
+from ..evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from ..tasks import kind_class
+from ..tasks.metrics import ECE_BINS
 
 #: how a metric key is written in table headers (others are written as they are)
 METRIC_LABELS = {"accuracy": "Acc", "balanced_accuracy": "Bal. Acc", "f1_macro": "F1", "f1_weighted": "F1 (weighted)",
                  "f1": "F1 (positive class)", "mse": "MSE", "mae": "MAE", "rmse": "RMSE", "mse_scaled": "MSE [0,1]",
                  "mae_scaled": "MAE [0,1]", "distance": "distance", "median_distance": "median distance",
-                 "hit_rate": "hit rate", "mae_x": "MAE x", "mae_y": "MAE y", "mae_extent": "MAE extent"}
+                 "hit_rate": "hit rate", "mae_x": "MAE x", "mae_y": "MAE y", "mae_extent": "MAE extent",
+                 "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "sensitivity": "Sens.", "specificity": "Spec.",
+                 "ece": "ECE"}
 _BUILT_IN_SECTIONS = ("classification", "regression")
 #: every line break that str.splitlines() (and so report.html's reader) honours
 _LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -71,6 +75,13 @@ def summary_metrics(entry: dict[str, Any]) -> tuple[str, ...]:
     return cls.summary_metrics if cls is not None else tuple(entry["metrics"])[:1]
 
 
+def shown_metrics(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The summary metrics an entry has (a metrics.json from before ROC AUC was scored has none of it), all of
+    them when it has none."""
+    keys = summary_metrics(entry)
+    return tuple(k for k in keys if k in entry["metrics"]) or keys
+
+
 def cell(task: dict[str, Any], key: str, digits: int = 3) -> str:
     """``mean ± std`` when the task was measured over several trainings, else the value."""
     value = task["metrics"].get(key)
@@ -102,6 +113,58 @@ def classification_table(tasks: dict[str, Any]) -> list[str]:
                     f"{_or_dash(t, 'f1')} | {_single(t, 'accuracy')} | {_single(t, 'f1_macro')} | "
                     f"{_f(b.get('accuracy'))} | {_f(b.get('balanced_accuracy'))} | {_f(b.get('f1_macro'))} |")
     return rows if len(rows) > 2 else []
+
+
+_SCORED = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ece")
+
+
+def _interval(task: dict[str, Any], key: str) -> str:
+    """A metric with its bootstrap interval (``0.812 [0.710, 0.901]``), else as :func:`cell` writes it."""
+    low, high = task.get("bootstrap_ci95", {}).get(key, (None, None))
+    if low is None or low != low or task["metrics"].get(key) is None:
+        return cell(task, key)
+    return f"{cell(task, key)} [{_f(low)}, {_f(high)}]"
+
+
+def _threshold_text(task: dict[str, Any]) -> str:
+    values = [v for fold in task["threshold"]["values"] for v in fold if v is not None]
+    if not values:
+        return "n/a"
+    return _f(values[0]) if len(values) == 1 else f"{_f(min(values))} to {_f(max(values))}"
+
+
+def scores_section(tasks: dict[str, Any]) -> list[str]:
+    """ROC AUC, PR AUC, sensitivity and specificity at the threshold chosen on the validation part, and ECE of
+    every entry with class probabilities (``"threshold"`` in its metrics entry), with what each means, the
+    intervals and the reason of every n/a."""
+    entries = {name: t for name, t in tasks.items() if "threshold" in t}
+    if not entries:
+        return []
+    rule = next(iter(entries.values()))["threshold"]["rule"]
+    chosen = ("Youden's J (largest sensitivity + specificity - 1)" if rule == "youden" else
+              f"the highest threshold reaching a sensitivity of {rule.partition(':')[2]}")
+    booted = any("bootstrap_ci95" in t for t in entries.values())
+    spread = (f"[low, high]: bootstrap 95 % interval ({BOOTSTRAP_RESAMPLES} resamples of the held-out cases, seed "
+              f"{BOOTSTRAP_SEED}, percentiles 2.5 and 97.5)" if booted else "± the standard deviation over trainings")
+    out = ["", "## Ranking and calibration (class tasks)", "",
+           markdown_text(f"On the held-out cases, from the class probabilities. ROC AUC and PR AUC (average "
+                         f"precision) rank the cases by the probability of a class against the rest (a binary "
+                         f"task: the positive class; a classification task: each class, then their unweighted "
+                         f"mean). Sensitivity and specificity call a case positive when its probability reaches a "
+                         f"threshold chosen on the validation part by {chosen} (`evaluation.threshold: {rule}`); a "
+                         f"classification task has one per class, and the means are shown. ECE: expected "
+                         f"calibration error of the predicted class's probability, {ECE_BINS} equal-width bins. "
+                         f"{spread}. The baseline predicts the training class frequencies."), "",
+           "| task | n | ROC AUC | PR AUC | Sens. | Spec. | ECE | threshold | baseline ROC AUC | baseline PR AUC | "
+           "baseline ECE |", "|---" * 11 + "|"]
+    for name, t in entries.items():
+        b = t["baseline"]
+        out.append(f"| {markdown_cell(name)} | {t['n']} | " + " | ".join(_interval(t, k) for k in _SCORED)
+                   + f" | {_threshold_text(t)} | {_f(b.get('roc_auc'))} | {_f(b.get('pr_auc'))} | "
+                     f"{_f(b.get('ece'))} |")
+    notes = [f"- `{name}` {metric_label(k)}: n/a, {why}" for name, t in entries.items()
+             for k, why in t.get("undefined", {}).items()]
+    return out + (["", *map(markdown_text, notes)] if notes else [])
 
 
 def regression_table(tasks: dict[str, Any]) -> list[str]:
@@ -152,7 +215,7 @@ def beats_baseline(task: dict[str, Any]) -> bool | None:
 
 def console_table(tasks: dict[str, Any]) -> str:
     """A plain-text results table for the terminal: a line per summary metric, the verdict on the first."""
-    shown = {name: summary_metrics(t) for name, t in tasks.items()}
+    shown = {name: shown_metrics(t) for name, t in tasks.items()}
     width = max([9] + [len(k) for keys in shown.values() for k in keys])
     lines = [f"{'task':<12} {'kind':<14} {'n':>4}  {'metric':<{width}} {'model':>16} {'baseline':>10}  beats"]
     for name, t in tasks.items():
@@ -180,20 +243,27 @@ def strata_tables(strata: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
 
 
 def _strata_table(values: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
-    header = ["value"] + [markdown_cell(f"{t} ({' / '.join(metric_label(k) for k in summary_metrics(e))})")
-                          for t, e in tasks.items()]
+    keys = {t: _stratum_keys(t, e, values) for t, e in tasks.items()}
+    header = ["value"] + [markdown_cell(f"{t} ({' / '.join(metric_label(k) for k in keys[t])})") for t in tasks]
     out = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for value, per_task in values.items():
         cells = [markdown_cell(value)]
-        for t, entry in tasks.items():
+        for t in tasks:
             found = per_task.get(t, {"n": 0})
             if found["n"] == 0:
                 cells.append("–")
                 continue
-            shown = " / ".join(_f(found["metrics"].get(k)) for k in summary_metrics(entry))
+            shown = " / ".join(_f(found["metrics"].get(k)) for k in keys[t])
             cells.append(f"{shown} (n={found['n']})")
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _stratum_keys(name: str, entry: dict[str, Any], values: dict[str, Any]) -> tuple[str, ...]:
+    """The summary metrics a stratum table has for an entry: those scored per stratum (not ROC AUC, which needs
+    the probabilities)."""
+    scored = {k for per_task in values.values() for k in per_task.get(name, {}).get("metrics", {})}
+    return tuple(k for k in summary_metrics(entry) if k in scored) or summary_metrics(entry)
 
 
 # -- point tasks -------------------------------------------------------------------------------------------------
@@ -316,6 +386,7 @@ def _sections(tasks: dict[str, Any], schemas: dict[str, dict[str, Any]], summary
     """Table 1, Table 2, the point tasks' section, then a generic table for every other section, in the order
     entries name them."""
     out = ["", "## Classification (layout of the paper's Table 1)", ""] + (classification_table(tasks) or ["none"])
+    out += scores_section(tasks)
     out += ["", "## Regression (layout of the paper's Table 2)", "",
             "Errors in the target's units; `[0,1]` columns divide by the target's value range "
             "(MSE by its square).", ""] + (regression_table(tasks) or ["none"]) + _components_note(tasks)

@@ -30,7 +30,7 @@ from ..errors import DataError, MTLError
 from ..registry import Registry, is_snake_case
 
 #: figure names a kind may pick (``Task.figure``); :mod:`mtl_core.report.figures` maps each to its renderer
-FIGURE_NAMES = ("confusion", "scatter", "points")
+FIGURE_NAMES = ("confusion", "scatter", "points", "roc", "calibration")
 K = TypeVar("K", bound=type)
 
 
@@ -70,6 +70,8 @@ class Task:
         section: the report.md table of the kind's entries: "classification", "regression", or its own (default:
             the kind), drawn as a generic table of the summary metrics.
         figure: the figure drawn per task ("confusion", "scatter", "points": points on test images) or None.
+        extra_figures: more figures drawn per task ("roc": ROC and precision-recall curves, "calibration": the
+            reliability diagram), from the columns of :meth:`score_columns`.
         spatial: True when the head reads feature maps instead of the pooled vector.
     """
 
@@ -85,6 +87,7 @@ class Task:
     beats_metrics: ClassVar[tuple[str, ...]] = ()
     section: ClassVar[str] = ""
     figure: ClassVar[str | None] = None
+    extra_figures: ClassVar[tuple[str, ...]] = ()
     spatial: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
@@ -162,6 +165,31 @@ class Task:
 
     def output_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
         """Extra predictions.csv columns from the head output (N, ...), such as a probability. Default: none."""
+        return {}
+
+    # -- scores of ranking and calibration (a kind without them keeps these defaults) -----------------------------
+    def output_scores(self, output: torch.Tensor) -> np.ndarray | None:
+        """Scores (N, K) that ranking and calibration metrics read (a class task: its probabilities); None when the
+        kind has none, and then :meth:`choose_thresholds` and :meth:`score_outputs` are never called."""
+        return None
+
+    def baseline_scores(self, n: int) -> np.ndarray | None:
+        """The trivial predictor's scores for ``n`` cases (a class task: the training class frequencies)."""
+        return None
+
+    def choose_thresholds(self, truth: np.ndarray, scores: np.ndarray, rule: str) -> tuple[list[float | None], str]:
+        """Decision thresholds chosen on labelled validation cases with ``rule`` (``evaluation.threshold``), None
+        where none can be chosen, and why when none could."""
+        return [], ""
+
+    def score_outputs(self, truth: np.ndarray, scores: np.ndarray,
+                      thresholds: list[float | None] | None) -> tuple[dict[str, float], dict[str, str]]:
+        """Metrics of :meth:`output_scores` on labelled cases (``thresholds`` None: those needing one are left
+        out), and the reason of each NaN."""
+        return {}, {}
+
+    def score_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        """predictions.csv columns of the scores that the ``extra_figures`` read. Default: none."""
         return {}
 
     def describe_prediction(self, output: torch.Tensor) -> dict[str, Any]:
@@ -277,8 +305,9 @@ def _check_kind_class(cls: Any) -> None:
     unknown = [m for m in (*cls.summary_metrics, *cls.beats_metrics) if m not in cls.higher_is_better]
     if unknown:
         raise MTLError(f"{where}: higher_is_better has no direction for {', '.join(unknown)}")
-    if cls.figure is not None and cls.figure not in FIGURE_NAMES:
-        raise MTLError(f"{where}: unknown figure {cls.figure!r}; use one of {', '.join(FIGURE_NAMES)} or None")
+    for name in (cls.figure, *cls.extra_figures):
+        if name is not None and name not in FIGURE_NAMES:
+            raise MTLError(f"{where}: unknown figure {name!r}; use one of {', '.join(FIGURE_NAMES)} or None")
 
 
 def kind_class(kind: str) -> type[Task] | None:

@@ -15,12 +15,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..config import check_label_smoothing
+from ..config import check_label_smoothing, threshold_target
 from ..errors import DataError, MTLError
 from . import metrics as M
+from . import published as P
 from .base import Task, TaskSchema, masked_mean, register_task_kind
 
-_CLASS_METRICS = {"accuracy": True, "balanced_accuracy": True, "f1_macro": True}
+_CLASS_METRICS = {"accuracy": True, "balanced_accuracy": True, "f1_macro": True, **P.PUBLISHED_METRICS}
 
 
 def _class_label(value: Any) -> str:
@@ -32,25 +33,53 @@ def _class_label(value: Any) -> str:
 
 @dataclass
 class ClassTask(Task):
-    """What the class kinds share: class names, the training-majority baseline, probabilities. Not a kind itself.
+    """What the class kinds share: class names, the training-majority baseline, probabilities and their metrics
+    (:mod:`mtl_core.tasks.published`). Not a kind itself.
 
     Args:
         classes: class names; a target is the index of its class.
     """
 
     classes: list[str] = field(default_factory=list)
-    summary_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy", "balanced_accuracy")
+    summary_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy", "balanced_accuracy", "roc_auc")
     beats_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "balanced_accuracy")
     section: ClassVar[str] = "classification"
     figure: ClassVar[str | None] = "confusion"
+    extra_figures: ClassVar[tuple[str, ...]] = ("roc", "calibration")
     _majority: int = field(default=0, init=False, repr=False)
+    _prior: tuple[float, ...] | None = field(default=None, init=False, repr=False)  # training class frequencies
 
     def probabilities(self, output: torch.Tensor) -> np.ndarray:
         """Class probabilities (N, K)."""
         raise NotImplementedError
 
+    @property
+    def scored_columns(self) -> list[int]:
+        """The probability columns scored one against the rest: every class (a binary task: the positive one)."""
+        return list(range(len(self.classes)))
+
     def baseline_prediction(self, n: int) -> np.ndarray:
         return np.full(n, float(self._majority))
+
+    def baseline_scores(self, n: int) -> np.ndarray | None:
+        """The training class frequencies for every case (the majority class with certainty when unknown)."""
+        prior = np.array(self._prior) if self._prior is not None else np.eye(len(self.classes))[self._majority]
+        return np.tile(prior, (n, 1))
+
+    def output_scores(self, output: torch.Tensor) -> np.ndarray | None:
+        return self.probabilities(output)
+
+    def choose_thresholds(self, truth: np.ndarray, scores: np.ndarray, rule: str) -> tuple[list[float | None], str]:
+        return P.choose_thresholds(truth, scores, self.scored_columns, threshold_target(rule))
+
+    def score_outputs(self, truth: np.ndarray, scores: np.ndarray,
+                      thresholds: list[float | None] | None) -> tuple[dict[str, float], dict[str, str]]:
+        return P.probability_metrics(truth, scores, self.scored_columns, thresholds)
+
+    def score_columns(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        """``<task>_prob_<class>``: the probability of each scored class (4 decimals)."""
+        probs = self.probabilities(output)
+        return {f"{self.name}_prob_{self.classes[c]}": np.round(probs[:, c], 4) for c in self.scored_columns}
 
     def table_columns(self, values: np.ndarray, which: str) -> dict[str, list]:
         """Class names; an empty string for a missing label."""
@@ -145,6 +174,7 @@ class ClassificationTask(ClassTask):
         labelled = values[self.labelled(values)].astype(int)
         counts = np.bincount(labelled, minlength=len(self.classes)) if len(labelled) else np.zeros(1)
         self._majority = int(np.argmax(counts))
+        self._prior = tuple(float(c) for c in counts / counts.sum()) if len(labelled) else None
 
     def encode(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mask = self.labelled(values)
@@ -196,6 +226,10 @@ class BinaryTask(ClassTask):
     def out_features(self) -> int:
         return 1
 
+    @property
+    def scored_columns(self) -> list[int]:
+        return [1]
+
     def invalid_targets(self, values: np.ndarray) -> tuple[np.ndarray, str]:
         return ~np.isnan(values) & (values != 0) & (values != 1), "0 or 1"
 
@@ -208,6 +242,7 @@ class BinaryTask(ClassTask):
     def fit(self, values: np.ndarray) -> None:
         labelled = values[self.labelled(values)]
         self._majority = int(labelled.mean() > 0.5) if len(labelled) else 0
+        self._prior = (1.0 - float(labelled.mean()), float(labelled.mean())) if len(labelled) else None
 
     def encode(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mask = self.labelled(values)

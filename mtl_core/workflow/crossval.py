@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Records, Split
-from ..evaluate import evaluate_outputs
+from ..evaluate import BOOTSTRAP_RESAMPLES, evaluate_outputs
 from ..tasks import Task, kind_class
 from .run import Fitted
 
@@ -45,17 +45,19 @@ def decoded_predictions(tasks: list[Task], records: Records, fitted: Fitted) -> 
         columns = task.table_columns(truth, "true")
         columns |= task.table_columns(task.decode(out) if len(out) else truth, "pred")
         columns |= task.output_columns(out) if len(out) else {}
+        columns |= task.score_columns(out) if len(out) else {}
         for name, values in columns.items():
             frame[name] = values
     return frame
 
 
 def run_folds(tasks: list[Task], records: Records, splits: list[Split], train: Callable[[list[Task], Split], Fitted],
-              single_task: bool, say: Callable[[str], None]) -> list[FoldResult]:
+              single_task: bool, say: Callable[[str], None], threshold: str = "youden") -> list[FoldResult]:
     """Train (and evaluate) the multi-task model, and optionally one single-task model per task, on each split.
 
     ``train(tasks, split)`` returns a :class:`Fitted`; it fits each task's normalisation on the split's training
-    part, so every metric is computed right after its own training.
+    part, so every metric is computed right after its own training. Decision thresholds (``threshold``: the
+    rule) are chosen on each split's validation part; one held-out split also gets bootstrap intervals.
     """
     results = []
     for i, split in enumerate(splits):
@@ -63,7 +65,9 @@ def run_folds(tasks: list[Task], records: Records, splits: list[Split], train: C
             say(f"fold {split.fold + 1} of repeat {split.repeat + 1} ({i + 1}/{len(splits)})")
         fitted = train(tasks, split)
         test_targets = records.subset(split.test).targets
-        metrics = evaluate_outputs(tasks, fitted.outputs, test_targets)
+        metrics = evaluate_outputs(tasks, fitted.outputs, test_targets, threshold=threshold,
+                                   validation=(fitted.val_outputs, records.subset(split.val).targets),
+                                   bootstrap=BOOTSTRAP_RESAMPLES if len(splits) == 1 else 0)
         result = FoldResult(split.repeat, split.fold, fitted, metrics, decoded_predictions(tasks, records, fitted))
         if single_task:
             for task in tasks:  # same split, same features, same trunk: one task at a time
@@ -119,10 +123,27 @@ def _aggregate_entry(name: str, results: list[FoldResult]) -> dict[str, Any]:
             entry["metrics_std"] = {k: s[1] for k, s in stats.items()}
             entry["metrics_ci95"] = {k: s[2] for k, s in stats.items()}
             entry["folds"] = {k: [m[key][k] for m in per_fold] for k in names}
+    entry |= _scored_keys(name, folds)
     if folds and name in folds[0].single_task:
         entry["single_task"] = {k: summarise([r.single_task[name][k] for r in folds])[0]
                                 for k in folds[0].single_task[name]}
     return entry
+
+
+def _scored_keys(name: str, folds: list[FoldResult]) -> dict[str, Any]:
+    """What an entry of scores carries beside its metrics: the thresholds of every training, the reason of each
+    metric undefined in every training, and the bootstrap intervals of a single held-out split."""
+    per_fold = [r.metrics[name] for r in folds]
+    if "threshold" not in per_fold[0]:
+        return {}
+    out: dict[str, Any] = {"threshold": {"rule": per_fold[0]["threshold"]["rule"],
+                                         "values": [m["threshold"]["values"] for m in per_fold]}}
+    reasons = {k: why for m in reversed(per_fold) for k, why in m.get("undefined", {}).items()}
+    undefined = {k: why for k, why in reasons.items() if all(k in m.get("undefined", {}) for m in per_fold)}
+    out |= {"undefined": undefined} if undefined else {}
+    out |= {"bootstrap_ci95": per_fold[0]["bootstrap_ci95"]} if len(per_fold) == 1 and "bootstrap_ci95" in \
+        per_fold[0] else {}
+    return out
 
 
 def _delta_metrics(entry: dict[str, Any]) -> dict[str, bool]:

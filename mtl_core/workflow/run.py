@@ -132,6 +132,7 @@ class Fitted:
     history: History
     split: Split
     outputs: dict[str, torch.Tensor]  # raw head outputs on the test part
+    val_outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # on the validation part: thresholds
 
 
 def train_and_predict(ctx: RunContext, tasks: list[Task], split: Split, strategy: str | None = None,
@@ -152,8 +153,9 @@ def train_and_predict(ctx: RunContext, tasks: list[Task], split: Split, strategy
     history = trainer.fit(inputs.part(ctx.records, tasks, split.train), inputs.part(ctx.records, tasks, split.val),
                           progress=ctx.progress, checkpoint=checkpoint)
     outputs = trainer.predict(inputs.part(ctx.records, tasks, split.test))
+    val_outputs = trainer.predict(inputs.part(ctx.records, tasks, split.val)) if len(split.val) else {}
     model.fusion = fusion
-    return Fitted(model, history, split, outputs)
+    return Fitted(model, history, split, outputs, val_outputs)
 
 
 def _strata(records: Records, plugin: Plugin) -> np.ndarray | None:
