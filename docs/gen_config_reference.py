@@ -98,8 +98,9 @@ records and splits when the data is at hand), without extracting or training.
 - `--set key.sub=value` (repeatable) overrides one key before validation; the value is parsed as YAML, so
   `--set train.lr=1e-3`, `--set model.frozen=false` and `--set 'model.backbones=[resnet18, resnet50]'` work,
   and `--set fallback=null` removes a section.
-- `data.path`, when relative, is relative to the config file. A plugin given as `path/to/file.py:ClassName` is
-  relative to the current working directory.
+- Relative paths: `data.path` is relative to the config file (the folder it is in); `output`, `--output` and
+  `--data` are relative to the current working directory (where `mtl` is started), as is a plugin given as
+  `path/to/file.py:ClassName`. The `table` plugin's `table` and `images` are relative to the data folder.
 - `--data PATH` and `--output PATH` on the command line take precedence over `data.path` and `output`.
 - The `fallback` section applies only when `model.weights` is `pretrained`, `model.allow_download` is false and
   at least one backbone of `model.backbones` has no pretrained weights on the machine (`$MTL_WEIGHTS_DIR` or the

@@ -331,8 +331,21 @@ def _describe(key: str, group: list[Any]) -> str:
     value = first.get("input")
     got = "" if first["type"] == "missing" or isinstance(value, dict) else f" (got {short_repr(value)})"
     hint = ", remove it or check its spelling" if first["type"] == "extra_forbidden" else ""
-    messages = [first["msg"]] + [e["msg"].removeprefix("Input should be ") for e in group[1:]]
+    messages = [_message(first)] + [_message(e).removeprefix("Input should be ") for e in group[1:]]
     return f"{key}: {' or '.join(dict.fromkeys(messages))}{got}{hint}"
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message, but in our words where its own names its machinery: a discriminated union's tag
+    ("Unable to extract tag using discriminator 'kind'") becomes "missing 'kind'" or "unknown 'kind' 'x'; use one
+    of ...", and a validator's message loses pydantic's "Value error, " prefix."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "union_tag_not_found":
+        return f"missing {ctx.get('discriminator', 'tag')}"
+    if error["type"] == "union_tag_invalid":
+        return (f"unknown {ctx.get('discriminator', 'tag')} {short_repr(ctx.get('tag'))}; use one of "
+                f"{ctx.get('expected_tags', '')}")
+    return error["msg"].removeprefix("Value error, ")
 
 
 MAX_PROBLEMS_SHOWN = 20  # a config of thousands of unknown keys gives one readable line, not thousands

@@ -63,6 +63,17 @@ class ClassLookup:
         return False, None
 
 
+def _accepted(spec: _LabelledSpec, lookup: ClassLookup) -> str:
+    """What a label cell may hold, for a message: the class names, a binary task's 0/1/true/false, the keys of
+    ``mapping`` and ``patterns``, and how to accept the rejected cell."""
+    accepted = [*lookup.classes, *(["0", "1", "true", "false"] if isinstance(spec, BinarySpec) else []),
+                *(str(k) for k in spec.mapping)]
+    shown = ", ".join(repr(a) for a in dict.fromkeys(accepted))
+    example = lookup.classes[-1]
+    return (f"accepted: {shown}{' or a `patterns` match' if spec.patterns else ''}; map other cells to a class "
+            f"with `mapping` (e.g. mapping: {{'yes': {example!r}}}), or set unknown: missing")
+
+
 def applies(frame: pd.DataFrame, condition: Condition | None) -> np.ndarray:
     """Boolean (N,): where the task's condition holds (everywhere without one)."""
     if condition is None:
@@ -141,9 +152,8 @@ def _classes(name: str, column: str, spec: _LabelledSpec, cells: pd.Series, labe
         raw = cells.iloc[row]
         known, index = lookup.index(raw)
         if not known and spec.unknown == "error":
-            raise DataError(f"{where(row)}, column {column!r} (task {name!r}): unknown label {raw!r}; expected one "
-                            f"of {', '.join(lookup.classes)}, a key of `mapping` or a `patterns` match (or set "
-                            f"unknown: missing)")
+            raise DataError(f"{where(row)}, column {column!r} (task {name!r}): unknown label {raw!r}; "
+                            f"{_accepted(spec, lookup)}")
         if not known:
             unknown[raw] += 1
         out[row] = math.nan if index is None else index

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ...config import LabelSmoothing, Strict
 from ...registry import SNAKE_CASE, is_snake_case
@@ -211,7 +212,23 @@ class PointSpec(_TaskSpec):
         return list(self.point_columns().values())
 
 
-TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec | PointSpec, Field(discriminator="kind")]
+TASK_SPEC_KINDS = ("classification", "binary", "regression", "point")
+
+
+def _known_kind(value: Any) -> Any:
+    """A task declaration without ``kind``, or with an unknown one, as one line that lists the kinds (pydantic's
+    own says "Unable to extract tag using discriminator 'kind'")."""
+    if isinstance(value, dict) and value.get("kind") not in TASK_SPEC_KINDS:
+        kinds = ", ".join(TASK_SPEC_KINDS)
+        if "kind" not in value:
+            raise PydanticCustomError("task_kind", "missing 'kind'; use one of {kinds}", {"kinds": kinds})
+        raise PydanticCustomError("task_kind", "unknown kind {kind}; use one of {kinds}",
+                                  {"kind": repr(value["kind"])[:80], "kinds": kinds})
+    return value
+
+
+TaskSpec = Annotated[ClassificationSpec | BinarySpec | RegressionSpec | PointSpec, Field(discriminator="kind"),
+                     BeforeValidator(_known_kind)]
 
 
 class StratumSpec(Strict):

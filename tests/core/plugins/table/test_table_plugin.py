@@ -89,12 +89,14 @@ def test_targets_follow_mapping_patterns_missing_markers_conditions_and_scaling(
 
 
 @pytest.mark.parametrize(("row", "column", "value", "message"), [
-    (2, "grade", "medium", "labels.csv: line 4, column 'grade' (task 'grade'): unknown label 'medium'; expected "
-                           "one of low, high"),
+    (2, "grade", "medium", "labels.csv: line 4, column 'grade' (task 'grade'): unknown label 'medium'; accepted: "
+                           "'low', 'high', '1', '2', '9'; map other cells to a class with `mapping`"),
     (0, "volume_ul", "lots", "labels.csv: line 2, column 'volume_ul' (task 'volume'): got 'lots', expected a "
                              "finite number"),
     (1, "volume_ul", "inf", "line 3, column 'volume_ul' (task 'volume'): got 'inf'"),
-    (3, "lesion", "maybe", "line 5, column 'lesion' (task 'lesion'): unknown label 'maybe'"),
+    (3, "lesion", "maybe", "line 5, column 'lesion' (task 'lesion'): unknown label 'maybe'; accepted: 'absent', "
+                           "'present', '0', '1', 'true', 'false'; map other cells to a class with `mapping` (e.g. "
+                           "mapping: {'yes': 'present'}), or set unknown: missing"),
     (4, "id", "c1", "labels.csv: line 6, column 'id': id 'c1' repeats labels.csv: line 2"),
     (4, "id", " ", "labels.csv: line 6, column 'id': empty id"),
     (5, "file", "c9.png", "labels.csv: line 7: image 'c9.png' not found in"),
@@ -188,15 +190,18 @@ def test_parquet_without_pyarrow_says_what_to_install(folder, monkeypatch):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"tasks": {"g": {"kind": "classification"}}}, "tasks.g.classification: Value error, expected at least 2 "
+    ({"tasks": {"g": {"kind": "classification"}}}, "tasks.g.classification: expected at least 2 "
                                                    "distinct classes"),
     ({"tasks": {"g": {"kind": "classification", "classes": ["a", "b"], "mapping": {"x": "c"}}}},
      "label 'c' is not one of the classes ['a', 'b']"),
     ({"tasks": {"Grade": {"kind": "regression"}}}, "task name 'Grade' is not snake_case"),
-    ({"tasks": {"g": {"kind": "regresion"}}}, "tasks.g: Input tag 'regresion' found using 'kind' does not match"),
+    ({"tasks": {"g": {"kind": "regresion"}}}, "tasks.g: unknown kind 'regresion'; use one of classification, binary, "
+                                               "regression, point"),
+    ({"tasks": {"g": {"unit": "mm"}}}, "tasks.g: missing 'kind'; use one of classification, binary, regression, "
+                                       "point"),
     ({"tasks": {"g": {"kind": "regression", "unt": "mm"}}}, "tasks.g.regression.unt: Extra inputs are not permitted"),
     ({"tasks": {"g": {"kind": "binary", "patterns": [{"match": "(", "label": "positive"}]}}},
-     "patterns.0.match: Value error, not a valid regular expression"),
+     "patterns.0.match: not a valid regular expression"),
     ({"tasks": {}}, "tasks: Dictionary should have at least 1 item"),
     ({"strata": [{"column": "v", "bins": [2, 1], "labels": ["a", "b", "c"]}], "tasks": TASKS},
      "bins must be strictly ascending, got [2.0, 1.0]"),

@@ -98,7 +98,7 @@ def test_missing_point_columns_are_named(folder):
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ({"frame": [640, 0]}, "tasks.lesion_at.point: Value error, frame must be two positive sizes"),
+    ({"frame": [640, 0]}, "tasks.lesion_at.point: frame must be two positive sizes"),
     ({"axes": ["x", "diameter"]}, "axes ['x', 'diameter'] and extent 'diameter' must be distinct names"),
     ({"extent": None}, "`extent_column` and `extent_scale` describe the extent: name it in `extent` too"),
     ({"colum": "x"}, "tasks.lesion_at.point.colum: Extra inputs are not permitted"),
