@@ -120,8 +120,11 @@ _SCORED = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ece")
 
 def _interval(task: dict[str, Any], key: str) -> str:
     """A metric with its bootstrap interval (``0.812 [0.710, 0.901]``), else as :func:`cell` writes it."""
+    value = task["metrics"].get(key)
+    if value is None or value != value:  # NaN in memory, null once read back from metrics.json
+        return "n/a"
     low, high = task.get("bootstrap_ci95", {}).get(key, (None, None))
-    if low is None or low != low or task["metrics"].get(key) is None:
+    if low is None or low != low:
         return cell(task, key)
     return f"{cell(task, key)} [{_f(low)}, {_f(high)}]"
 

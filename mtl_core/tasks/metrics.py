@@ -144,13 +144,15 @@ def precision_recall_points(positive: np.ndarray, score: np.ndarray) -> tuple[np
 
 
 def choose_threshold(positive: np.ndarray, score: np.ndarray, target_sensitivity: float | None = None) -> float:
-    """A decision threshold on ``score`` (positive when ``score >= threshold``) chosen on validation cases:
-    Youden's J (the largest sensitivity + specificity - 1, the highest threshold on a tie), or with
-    ``target_sensitivity`` the highest threshold whose sensitivity reaches it. NaN unless both classes occur."""
+    """A decision threshold on ``score`` (positive when ``score >= threshold``) chosen on validation cases among
+    the scores themselves: Youden's J (the largest sensitivity + specificity - 1, the highest threshold on a tie),
+    or with ``target_sensitivity`` the highest threshold whose sensitivity reaches it. NaN unless both classes
+    occur and the scores differ (constant scores separate nothing)."""
     positive = np.asarray(positive, dtype=bool)
-    if positive.all() or not positive.any():
+    score = np.asarray(score, dtype=np.float64)
+    if positive.all() or not positive.any() or np.ptp(score) == 0:
         return float("nan")
-    fpr, tpr, thresholds = roc_points(positive, score)
+    fpr, tpr, thresholds = (a[1:] for a in roc_points(positive, score))  # not +inf: "never positive"
     if target_sensitivity is None:
         best = int(np.argmax(tpr - fpr))
     else:

@@ -34,6 +34,8 @@ def choose_thresholds(truth: np.ndarray, probs: np.ndarray, columns: list[int],
         value = M.choose_threshold(truth == column, probs[:, column], target_sensitivity)
         chosen.append(None if np.isnan(value) else value)
     if all(c is None for c in chosen):
+        if len(np.unique(truth)) > 1:
+            return chosen, "the validation scores are constant: no decision threshold separates its cases"
         return chosen, (f"the validation part has {_classes_seen(truth)} only: no decision threshold can be chosen "
                         f"on it")
     return chosen, ""
