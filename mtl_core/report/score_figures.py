@@ -63,7 +63,7 @@ def render_roc(task: dict[str, Any], predictions: pd.DataFrame, note: str = "",
         label = wrap(f"{cls} ({M.roc_auc(positive, score[keep]):.3f})", 28)
         roc.plot(fpr, tpr, color=f"C{k % 10}", linewidth=1.6, label=label)
         recall, precision, _ = M.precision_recall_points(positive, score[keep])
-        pr.step(recall, precision, where="post", color=f"C{k % 10}", linewidth=1.6,
+        pr.step(recall, precision, where="pre", color=f"C{k % 10}", linewidth=1.6,
                 label=wrap(f"{cls} ({M.average_precision(positive, score[keep]):.3f}; prevalence "
                            f"{positive.mean():.2f})", 34))
     roc.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
