@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import RunError
-from .files import load_weights, read_json, save_weights, write_json
+from .files import contained, load_weights, read_json, save_weights, write_json
 
 #: the format this mtl_core writes and reads (bump it when model.json or model.safetensors change incompatibly)
 RUN_FOLDER_FORMAT = "mtl-run/1"
@@ -71,13 +72,23 @@ def read_run_model(folder: Path) -> RunModel:
     folder = Path(folder)
     if not folder.is_dir():
         raise RunError(f"run folder {folder} does not exist; give the --output folder of a finished `mtl run`")
-    schema = read_json(folder / SCHEMA_FILE)
+    schema = read_json(run_file(folder, SCHEMA_FILE))
     if not isinstance(schema, dict):
         raise RunError(f"{folder / SCHEMA_FILE} is not a JSON object; is {folder} a run folder of `mtl run`?")
     check_run_format(folder, schema.get("format"), SCHEMA_FILE)
-    state = load_weights(folder / WEIGHTS_FILE)
+    state = load_weights(run_file(folder, WEIGHTS_FILE))
     check_run_format(folder, _weights_format(folder / WEIGHTS_FILE), WEIGHTS_FILE)
     return RunModel(folder, schema, state)
+
+
+def run_file(folder: Path, name: str) -> Path:
+    """``folder / name``, refused with one line when it is a symbolic link that leads out of ``folder``: a run's
+    files are read from the run folder itself (:func:`~mtl_core.io.contained`, the one containment rule)."""
+    path = Path(folder) / name
+    if path.is_symlink() and not contained(path, folder):
+        raise RunError(f"{path} is a symbolic link out of its run folder (to {os.readlink(path)}); mtl reads a "
+                       f"run's files only from the run folder itself: copy the file there instead of linking it")
+    return path
 
 
 def check_run_format(folder: Path, found: object, file: str = SCHEMA_FILE) -> None:
