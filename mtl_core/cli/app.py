@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.dir), _overrides(args))
     try:
         result = execute(config, data=args.data, output=args.output, say=_say, progress=_progress,
-                         resume=args.resume)
+                         resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:  # every finished epoch is checkpointed: say how to continue
         _say(f"interrupted: resume with `{_resume_command(args, args.output or Path(config.output))}`")
         return EXIT_INTERRUPTED
@@ -74,7 +74,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frame = compare(Path(args.dir), args.backbones, ablations=args.ablations, data=args.data, output=args.output,
                     variants=args.variant,
                     overrides=_overrides(args),
-                    allow_random=args.allow_random, say=_say, progress=_progress)
+                    allow_random=args.allow_random, say=_say, progress=_progress, overwrite=args.overwrite)
     print(f"{len(frame)} variants compared: {args.output / 'compare.csv'}, {args.output / 'compare.md'}")
     return 0
 
@@ -241,6 +241,10 @@ def cmd_init_table(args: argparse.Namespace) -> int:
     return 0
 
 
+_OVERWRITE_HELP = ("write into an --output folder that holds files mtl did not write (or another command's); only "
+                   "the run's own files are replaced there, nothing else is deleted")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mtl``."""
     parser = argparse.ArgumentParser(prog="mtl", description="Multi-task deep learning on medical images.")
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help="repeat the K folds with other shuffles")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints "
                    "(same config, --set and --data)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("compare", help="the same multi-task setup on several backbone sets and ablations")
     p.add_argument("dir", help="example folder with config.yaml")
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int)
     p.add_argument("--repeats", type=int)
     p.add_argument("--allow-random", action="store_true", help="compare backbones without pretrained weights")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("validate", help="check a config, its plugin and its data as `mtl run` does before extracting "
                                         "features, without training")

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import random
-import shutil
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +36,7 @@ import torch
 
 from ..data import Split
 from ..errors import RunError
-from ..io import read_json, safetensors_chunks, safetensors_header, tensor_bytes, write_error, write_json
+from ..io import read_json, refuse_link, safetensors_chunks, safetensors_header, tensor_bytes, write_error, write_json
 
 log = logging.getLogger(__name__)
 FORMAT = "mtl-checkpoint/2"  # 2: the checksum hashes 4 MiB pieces
@@ -45,6 +45,11 @@ RUN_FORMAT = "mtl-resume/1"
 FOLDER = "checkpoints"
 RUN_FILE = "run.json"
 FINISHED_MARK = "metrics.json"  # written last by a run: its presence marks a finished run
+#: the names a run writes in ``checkpoints/``: run.json, a training's checkpoint (key: final or repeatN-foldM, with
+#: -only-TASKS for a single-task baseline) and its best-weights side file, their copies left aside (.NAME.old) and
+#: temporary files (.NAME.*.tmp); only these are ever deleted there
+OWN_FILE = re.compile(r"\.?(run\.json|(final|repeat\d+-fold\d+)(-only-.+)?(\.best)?\.safetensors)"
+                      r"(\.old|\..+\.tmp)?")
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -254,13 +259,20 @@ class RunCheckpoints:
                  say: Callable[[str], None] = print) -> None:
         self.output, self.folder = Path(output), Path(output) / FOLDER
         record = {"format": RUN_FORMAT, "fingerprint": fingerprint(config, data), "config": config, "data": data}
+        refuse_link(self.folder)  # never write (or delete) through a link out of the run folder
         if resume:
             self._check_resumable(record, say)
-        elif self.folder.exists():
-            shutil.rmtree(self.folder, ignore_errors=True)  # an earlier, unfinished run: starting over
-        for stale in self.folder.glob(".*.tmp"):  # a write killed before its rename
-            stale.unlink(missing_ok=True)
+        else:  # an earlier, unfinished run: starting over, deleting only what a run writes here
+            self._drop(lambda name: True)
+        self._drop(lambda name: name.endswith(".tmp"))  # a write killed before its rename
         write_json(self.folder / RUN_FILE, record)
+
+    def _drop(self, which: Callable[[str], bool]) -> None:
+        """Delete the files of this folder that a run writes (:data:`OWN_FILE`) and ``which`` selects; a file of
+        any other name is not ours and stays."""
+        for path in self.folder.glob("*") if self.folder.is_dir() else []:
+            if OWN_FILE.fullmatch(path.name) and which(path.name) and not path.is_dir():
+                path.unlink(missing_ok=True)
 
     def _check_resumable(self, record: dict[str, Any], say: Callable[[str], None]) -> None:
         resume_cmd = "choose another --output, or drop --resume to start over"
@@ -286,8 +298,9 @@ class RunCheckpoints:
 
     def trainings(self) -> list[str]:
         """Keys of the trainings that have a checkpoint."""
-        names = [p.name for p in self.folder.glob("*.safetensors")]
-        names += [p.name[1:].removesuffix(".old") for p in self.folder.glob(".*.safetensors.old")]
+        names = [p.name for p in self.folder.glob("*.safetensors") if OWN_FILE.fullmatch(p.name)]
+        names += [p.name[1:].removesuffix(".old") for p in self.folder.glob(".*.safetensors.old")
+                  if OWN_FILE.fullmatch(p.name)]
         return sorted({name.removesuffix(".safetensors") for name in names if not name.endswith(".best.safetensors")})
 
     def path(self, key: str) -> Path:
@@ -296,8 +309,7 @@ class RunCheckpoints:
 
     def finish(self) -> None:
         """The run folder is complete: drop the training checkpoints (large), keep the fingerprint."""
-        for path in [*self.folder.glob("*.safetensors"), *self.folder.glob(".*.safetensors.old")]:
-            path.unlink(missing_ok=True)
+        self._drop(lambda name: name != RUN_FILE)
 
 
 def open_run_checkpoints(output: Path, config: Any, records: Any, *, resume: bool = False,

@@ -18,10 +18,10 @@ import yaml
 
 from ..config import ModelConfig, RunConfig, apply_overrides, load_config, validate_model
 from ..data import Records, Split
-from ..errors import MTLError, RunError
+from ..errors import MTLError
 from ..evaluate import evaluate_outputs
 from ..features import library_versions
-from ..io import read_json, write_csv, write_json, write_run_model
+from ..io import claim_output, write_csv, write_json, write_run_model
 from ..model import MultiTaskModel
 from ..report import console_table
 from ..tasks import Task
@@ -86,7 +86,8 @@ def predict(run_dir: str | Path | LoadedRun, images: Iterable[str | Path]) -> pd
 
 def run(config_or_dir: str | Path | RunConfig, data: str | Path | None = None, output: str | Path | None = None,
         overrides: Mapping[str, Any] | Iterable[str] | None = None, *, resume: bool = False,
-        say: Callable[[str], None] | None = None, progress: Callable | None = None) -> RunOutcome:
+        overwrite: bool = False, say: Callable[[str], None] | None = None,
+        progress: Callable | None = None) -> RunOutcome:
     """Run a whole configuration from Python, exactly as ``mtl run`` does, and return what it measured.
 
     Args:
@@ -95,11 +96,14 @@ def run(config_or_dir: str | Path | RunConfig, data: str | Path | None = None, o
         output: the run folder to write (``--output``); default: the config's ``output``.
         overrides: config keys to change (``--set``): ``{"train.epochs": 5}`` or ``["train.epochs=5"]``.
         resume: continue an interrupted run from its checkpoints in ``output`` (``--resume``).
+        overwrite: write into ``output`` even when it holds files that ``mtl run`` did not write (``--overwrite``);
+            only a run's own files are replaced there (docs/cli.md, "The output folder").
         say: where the run's notes go (a fallback, random weights); default: this module's logger.
         progress: optional tqdm-like factory for progress bars.
 
     Raises:
-        MTLError: any mistake in the configuration, the plugin options or the data, before anything is written.
+        MTLError: any mistake in the configuration, the plugin options or the data, before anything is written;
+            ``output`` not a folder of ``mtl run`` (without ``overwrite``), or in use by another run.
 
     Example:
         >>> import mtl_core
@@ -109,7 +113,7 @@ def run(config_or_dir: str | Path | RunConfig, data: str | Path | None = None, o
     """
     config = _config(config_or_dir, _override_list(overrides))
     result = execute(config, data=None if data is None else Path(data), output=None if output is None else Path(output),
-                     say=say or _log, progress=progress, resume=resume)
+                     say=say or _log, progress=progress, resume=resume, overwrite=overwrite)
     predictions = result.predictions if result.predictions is not None else pd.DataFrame()
     return RunOutcome(Path(result.output), result.metrics, predictions, result.table)
 
@@ -142,7 +146,8 @@ def _config(target: str | Path | RunConfig, overrides: list[str]) -> RunConfig:
 
 def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, image_size: int | None = None,
              plugin: str = "", history: History | None = None, outputs: Mapping[str, torch.Tensor] | None = None,
-             targets: Mapping[str, np.ndarray] | None = None, ids: list[str] | None = None, seed: int = 0) -> Path:
+             targets: Mapping[str, np.ndarray] | None = None, ids: list[str] | None = None, seed: int = 0,
+             overwrite: bool = False) -> Path:
     """Save a model trained with the library as a run folder that ``mtl predict`` and :func:`load_run` read.
 
     The folder gets ``model.json`` (the tasks with their fitted normalisation, the image size, the backbones with
@@ -154,7 +159,8 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
 
     Args:
         folder: the run folder to write: new, empty, or written by ``save_run`` before (its model, report and
-            evaluation files are then replaced; other files, such as images, stay).
+            evaluation files are then replaced; other files, such as images, stay). Claimed as ``mtl run`` claims
+            its output (:func:`~mtl_core.io.claim_output`): locked while it is written, never through a link.
         model: a :class:`MultiTaskModel` with its backbones attached (``model.fusion``): predicting reads images.
         tasks: its tasks, fitted on the training part (``Task.fit``), in the model's order.
         image_size: the side images are resized to; default: the backbones' input size.
@@ -165,13 +171,16 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
         targets: the held-out cases' raw targets {task: (N,) or (N, k)}, NaN where a label is missing.
         ids: the held-out cases' identifiers (default: their row numbers).
         seed: recorded in ``model.json``.
+        overwrite: write into a folder that ``save_run`` did not write (a run of ``mtl run``, other files); only
+            the files ``save_run`` writes are replaced there.
 
     Returns:
         The run folder.
 
     Raises:
         MTLError: the model has no backbones, the tasks do not match its heads, only one of ``outputs`` and
-            ``targets`` is given, or ``folder`` holds files that ``save_run`` did not write (a run of ``mtl run``).
+            ``targets`` is given, or ``folder`` holds files that ``save_run`` did not write (a run of ``mtl run``)
+            and not ``overwrite``, is a file, or is in use.
 
     Example:
         >>> save_run("runs/squares", model, tasks, history=history,  # doctest: +SKIP
@@ -187,8 +196,16 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
     if (outputs is None) != (targets is None):
         raise MTLError("save_run needs both the held-out outputs and their targets for the report (or neither)")
     held_out = None if outputs is None or targets is None else _held_out(tasks, outputs, targets, ids)
-    out = _fresh_folder(Path(folder))
-    fusion = fusion.built() if hasattr(fusion, "built") else fusion
+    out = Path(folder)
+    with claim_output(out, SAVED_BY, overwrite=overwrite):
+        _write_saved(out, model, fusion.built() if hasattr(fusion, "built") else fusion, tasks, image_size, plugin,
+                     history, held_out, seed)
+    return out
+
+
+def _write_saved(out: Path, model: MultiTaskModel, fusion: Any, tasks: list[Task], image_size: int | None,
+                 plugin: str, history: History | None, held_out: _HeldOut | None, seed: int) -> None:
+    """The files of :func:`save_run`, into the folder ``out`` it has claimed."""
     size = int(image_size or fusion.infos[0].input_size)
     state = dict(model.head_state_dict())
     if any(i.weights != "pretrained" for i in fusion.infos):  # random or file weights cannot be had again by name
@@ -199,7 +216,6 @@ def save_run(folder: str | Path, model: MultiTaskModel, tasks: list[Task], *, im
         write_json(out / "history.json", {"trainings": histories, **histories[0]})
     if held_out is not None:
         _write_evaluation(out, model, tasks, history, held_out, plugin)
-    return out
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
@@ -223,34 +239,6 @@ def _held_out(tasks: list[Task], outputs: Mapping[str, torch.Tensor], targets: M
                        f"target array of the same length (and as many ids); got outputs {got[0]}, targets "
                        f"{got[1]}{'' if ids is None else f', {len(case_ids)} ids'}")
     return _HeldOut({name: outputs[name] for name in names}, arrays, case_ids)
-
-
-#: what save_run writes besides the model files: removed before it writes again, so nothing stale is left
-_WRITTEN = ("metrics.json", "predictions.csv", "report.md", "report.html", "history.json", "ood.safetensors")
-
-
-def _fresh_folder(out: Path) -> Path:
-    """``out``, created; a folder that ``save_run`` wrote before loses its evaluation files and figures (which
-    another model's run could not explain); a folder of other files is refused."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"save_run: {out} is a file; give a folder for the run")
-    schema = out / "model.json"  # io.run_folder.SCHEMA_FILE
-    if schema.is_file():
-        saved = read_json(schema)
-        if not isinstance(saved, dict) or saved.get("saved_by") != SAVED_BY:
-            raise RunError(f"save_run: {out} holds a run folder that save_run did not write (of `mtl run`?); "
-                           f"give a new or empty folder")
-        for name in _WRITTEN:
-            (out / name).unlink(missing_ok=True)
-        for figure in (out / "figures").glob("*.png"):
-            figure.unlink()
-    elif out.is_dir() and any(out.iterdir()):
-        raise RunError(f"save_run: {out} is not empty and holds no run of save_run; give a new or empty folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"save_run cannot create {out}: {exc.strerror or exc}") from None
-    return out
 
 
 def library_schema(model: MultiTaskModel, fusion: Any, tasks: list[Task], image_size: int, plugin: str,

@@ -15,12 +15,15 @@ import pandas as pd
 from ..config import RunConfig, load_config
 from ..errors import ConfigError, WeightsError
 from ..features import backbone_source, pretrained_available
-from ..io import atomic_write, write_csv
+from ..io import atomic_write, claim_output, refuse_link, write_csv
 from ..plugins import load_plugin
 from ..registry import suggest
 from ..report import cell, markdown_cell, metric_label, section_of, summary_metrics
 from .checks import build_tasks
 from .pipeline import execute
+
+#: the writer ``mtl compare`` records in the marker of its output folder (io/output_folder.py)
+COMPARE_WRITER = "mtl compare"
 
 #: ablation name -> what it switches off
 ABLATIONS = {
@@ -146,28 +149,41 @@ def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) ->
 def compare(target: Path, backbones: str, *, ablations: str | None = None, data: Path | None = None,
             output: Path, overrides: list[str] | None = None, allow_random: bool = False,
             say: Callable[[str], None] = print, progress: Callable | None = None,
-            variants: list[str] | None = None) -> pd.DataFrame:
+            variants: list[str] | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Run every (backbone set, ablation or ``--variant``) row into ``output/<row>/`` and write compare.csv / .md.
-    Rows whose runs report other entries (a variant with other tasks) leave the cells they lack empty."""
+    Rows whose runs report other entries (a variant with other tasks) leave the cells they lack empty.
+
+    ``output`` is claimed as ``mtl compare``'s (:func:`~mtl_core.io.claim_output`) and each row folder as a run
+    folder of ``mtl run``; ``overwrite`` lets both write where other files are (replacing only their own)."""
     sets, names, named = parse_backbones(backbones), parse_ablations(ablations), parse_variants(variants)
     names += list(named)
     base = load_config(target, overrides or [])
     check_backbones(sets, allow_random)
     smoothed = [t.name for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)
                 if hasattr(t, "label_smoothing")]
+    with claim_output(Path(output), COMPARE_WRITER, overwrite=overwrite):
+        return _compare_rows(target, sets, names, named, base, smoothed, data=data, output=Path(output),
+                             overrides=overrides or [], say=say, progress=progress, overwrite=overwrite)
+
+
+def _compare_rows(target: Path, sets: list[list[str]], names: list[str], named: dict[str, list[str]],
+                  base: RunConfig, smoothed: list[str], *, data: Path | None, output: Path, overrides: list[str],
+                  say: Callable[[str], None], progress: Callable | None, overwrite: bool) -> pd.DataFrame:
+    """Every row of :func:`compare` into its folder of the claimed ``output``, then compare.csv and compare.md."""
     rows, results = [], []
     for backbone_set in sets:
         for ablation in names:
             variant = Variant(backbone_set, ablation)
             say(f"== {variant.slug}")
             start = time.perf_counter()
-            config = load_config(target, (overrides or []) + [f"model.backbones=[{','.join(backbone_set)}]",
-                                                              "fallback=null"]
+            config = load_config(target, overrides + [f"model.backbones=[{','.join(backbone_set)}]", "fallback=null"]
                                  + (named.get(ablation) or ablation_overrides(ablation, base, smoothed)))
-            result = execute(config, data=data, output=Path(output) / variant.slug, say=say, progress=progress)
+            refuse_link(output / variant.slug)  # a row folder is written into: never through a link
+            result = execute(config, data=data, output=output / variant.slug, say=say, progress=progress,
+                             overwrite=overwrite)
             rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
             results.append(result.metrics)
     frame = pd.DataFrame(rows)
-    write_csv(Path(output) / "compare.csv", frame)
-    atomic_write(Path(output) / "compare.md", markdown_table(rows, results))
+    write_csv(output / "compare.csv", frame)
+    atomic_write(output / "compare.md", markdown_table(rows, results))  # last: it marks a finished comparison
     return frame

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..data import Split, small_strata
 from ..evaluate import fit_check
 from ..features import BackboneFusion, library_versions
-from ..io import atomic_write, write_csv, write_json, write_run_model
+from ..io import atomic_write, claim_output, write_csv, write_json, write_run_model
 from ..plugins import plugin_version
 from ..report import CaseImages, console_table, markdown_report, write_figures, write_html
 from ..train import RunCheckpoints, open_run_checkpoints, training_key
@@ -32,6 +32,9 @@ from .run import (
     prepare,
     train_and_predict,
 )
+
+#: the writer ``mtl run`` records in the marker of its run folders (io/output_folder.py)
+RUN_WRITER = "mtl run"
 
 
 @dataclass
@@ -110,15 +113,23 @@ def _pooling(fusion: BackboneFusion) -> str:
 
 
 def execute(config: RunConfig, *, data: Path | None = None, output: Path | None = None, say: Say = print,
-            progress: Callable | None = None, resume: bool = False) -> RunResult:
+            progress: Callable | None = None, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Run everything and write the run folder. Bad input fails before anything is written.
 
+    The run folder is claimed first (:func:`~mtl_core.io.claim_output`): new, empty or a run folder of ``mtl run``
+    (else ``overwrite``), held by this run alone, its finished mark and earlier results removed unless ``resume``.
     Every training is checkpointed after each epoch in ``OUTPUT/checkpoints/``; ``resume`` continues an
     interrupted run from there (features come back from the cache), ending exactly as an uninterrupted run.
     """
     start = time.perf_counter()
     prep = prepare(config, data, say)
     out = Path(output or config.output)
+    with claim_output(out, RUN_WRITER, overwrite=overwrite, resume=resume):
+        return _execute(config, prep, out, say, progress, resume, start)
+
+
+def _execute(config: RunConfig, prep, out: Path, say: Say, progress: Callable | None, resume: bool,
+             start: float) -> RunResult:
     checkpoints = open_run_checkpoints(out, config, prep.records, resume=resume, say=say)
     ctx = decide_run(config, prep, say, progress)
     trained = train_all(ctx, checkpoints, say)
@@ -182,7 +193,7 @@ def _protocol(ctx: RunContext, splits: list[Split]) -> dict[str, Any]:
 def _write_run(ctx: RunContext, out: Path, trained: Trained, metrics: dict[str, Any]) -> None:
     prep = ctx.prep
     atomic_write(out / "config.yaml", yaml.safe_dump(ctx.config.model_dump(mode="json"), sort_keys=False))
-    write_run_model(out, model_schema(ctx), trained.final.model.head_state_dict())
+    write_run_model(out, model_schema(ctx), _saved_state(ctx, trained.final.model.head_state_dict()))
     histories = [{"repeat": r.repeat, "fold": r.fold} | r.fitted.history.to_json() for r in trained.results]
     write_json(out / "history.json", {"trainings": histories, **{k: histories[0][k] for k in
                                                                  ("train", "val", "weights", "best_epoch")}})
@@ -191,6 +202,15 @@ def _write_run(ctx: RunContext, out: Path, trained: Trained, metrics: dict[str, 
     write_report(out, prep.tasks, metrics, trained.predictions, histories,
                  CaseImages.from_records(prep.records, prep.plugin.read_image))
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
+
+
+def _saved_state(ctx: RunContext, state: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of ``model.safetensors``: with the backbones' too when one was loaded from a weights file, which
+    ``mtl predict`` never reads (it reads a run's weights only from its run folder)."""
+    files = [w for w in weights_used(ctx.fusion, ctx.model_cfg).values() if w not in ("pretrained", "random")]
+    if not files or any(k.startswith("fusion.") for k in state):
+        return state
+    return state | {f"fusion.{k}": v for k, v in ctx.fusion.built().state_dict().items()}
 
 
 def write_report(out: Path, tasks: list, metrics: dict[str, Any], predictions: pd.DataFrame, histories: list,

@@ -16,7 +16,7 @@ from ..data import load_image_tensor
 from ..errors import MTLError, RunError
 from ..evaluate import DistanceCheck
 from ..features import BackboneFusion, build_fusion
-from ..io import read_image, read_run_model
+from ..io import read_image, read_run_model, run_file
 from ..model import MultiTaskModel, create_model
 from ..plugins import load_plugin
 from ..tasks import Task, task_from_schema
@@ -63,8 +63,8 @@ def load_run(run_dir: Path) -> LoadedRun:
         size, seed = int(schema["image_size"]), int(schema["seed"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{saved.schema_file} is not a valid task schema ({exc})") from None
-    fusion = _fusion(model_cfg, size, seed)
     fusion_state = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith("fusion.")}
+    fusion = _fusion(_weights_from_folder(saved.schema_file, model_cfg, bool(fusion_state)), size, seed)
     if fusion_state:
         try:
             fusion.load_state_dict(fusion_state)
@@ -86,8 +86,25 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise RunError(f"{saved.weights_file} does not fit its model.json ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected tensors)")
     model.eval()
-    ood = saved.folder / "ood.safetensors"
+    ood = run_file(saved.folder, "ood.safetensors")
     return LoadedRun(model, tasks, size, reader, DistanceCheck.load(ood) if ood.is_file() else None)
+
+
+def _weights_from_folder(schema_file: Path, model_cfg: ModelConfig, has_tensors: bool) -> ModelConfig:
+    """``model_cfg`` with every backbone that ``model.json`` says came from a weights file rebuilt from the run
+    folder's own tensors (``has_tensors``): a file path in a run folder is never read, wherever it points."""
+    asked = model_cfg.weights
+    names = model_cfg.backbones
+    weights = dict(asked) if isinstance(asked, dict) else dict.fromkeys(names, asked)
+    files = {name: w for name, w in weights.items() if w not in ("pretrained", "random")}
+    if not files:
+        return model_cfg
+    if not has_tensors:
+        name, path = next(iter(files.items()))
+        raise RunError(f"{schema_file} names the weights file {path} for backbone {name!r}, and its run folder holds "
+                       f"no backbone tensors; mtl predict reads a run's weights only from its run folder: write the "
+                       f"run again with this mtl_core (it stores them in model.safetensors)")
+    return model_cfg.model_copy(update={"weights": weights | dict.fromkeys(files, "random")})
 
 
 def _fusion(model_cfg: ModelConfig, image_size: int, seed: int) -> BackboneFusion:

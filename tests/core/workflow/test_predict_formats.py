@@ -166,9 +166,12 @@ def test_save_run_writes_a_new_folder_or_its_own_again(saved, tmp_path):
     (other / "case.png").write_bytes(b"kept")
     save_run(other, model, tasks)  # its own folder again: a stale check of another model goes, images stay
     assert not (other / "ood.safetensors").exists() and (other / "case.png").read_bytes() == b"kept"
-    schema = json.loads((other / "model.json").read_text())
-    (other / "model.json").write_text(json.dumps(schema | {"saved_by": None}))  # as `mtl run` writes it
-    with pytest.raises(MTLError, match="did not write"):
+    marker = json.loads((other / ".mtl-folder.json").read_text())
+    assert marker["written_by"] == "mtl_core.save_run"
+    (other / ".mtl-folder.json").write_text(json.dumps(marker | {"written_by": "mtl run"}))  # as `mtl run` marks it
+    with pytest.raises(MTLError, match="holds the output of mtl run"):
         save_run(other, model, tasks)
+    save_run(other, model, tasks, overwrite=True)  # the way out: its own files replaced, the image kept
+    assert (other / "case.png").read_bytes() == b"kept"
     with pytest.raises(MTLError, match="is a file"):
         save_run(other / "case.png", model, tasks)
