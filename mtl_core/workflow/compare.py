@@ -18,7 +18,7 @@ from ..features import backbone_source, pretrained_available
 from ..io import atomic_write, claim_output, refuse_link, write_csv
 from ..plugins import load_plugin
 from ..registry import suggest
-from ..report import cell, markdown_cell, metric_label, section_of, summary_metrics
+from ..report import cell, markdown_cell, metric_label, section_of, shown_metrics
 from .checks import build_tasks
 from .pipeline import execute
 
@@ -110,13 +110,13 @@ def _columns(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     else its kind's summary metrics."""
     if section_of(entry) == "regression":
         return ("mse_scaled", 5), ("mae_scaled", 5), ("mae", 3)
-    return tuple((k, 3) for k in summary_metrics(entry))
+    return tuple((k, 3) for k in shown_metrics(entry))
 
 
 def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"backbones": "+".join(variant.backbones), "ablation": variant.ablation}
     for name, t in metrics["tasks"].items():
-        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if section_of(t) == "regression" else summary_metrics(t)
+        keys = ("mse", "mae", "mse_scaled", "mae_scaled") if section_of(t) == "regression" else shown_metrics(t)
         for key in keys:
             row[f"{name}_{key}"] = t["metrics"].get(key)
             low, high = t.get("metrics_ci95", {}).get(key, [None, None])

@@ -154,7 +154,9 @@ def train_all(ctx: RunContext, checkpoints: RunCheckpoints, say: Say) -> Trained
                                                                                               prep.tasks)))
 
     splits = make_splits(prep.records, prep.plugin, ctx.config)
-    results = run_folds(prep.tasks, prep.records, splits, train, ctx.config.evaluation.wants_single_task(), say)
+    evaluation = ctx.config.evaluation
+    results = run_folds(prep.tasks, prep.records, splits, train, evaluation.wants_single_task(), say,
+                        evaluation.threshold)
     final = results[0].fitted if len(results) == 1 else train(prep.tasks, final_split(prep.records, prep.plugin,
                                                                                       ctx.config))
     predictions = pd.concat([r.predictions for r in results], ignore_index=True)
