@@ -212,7 +212,7 @@ class RunConfig(Strict):
 
 # ---- limits on what a config file or --set value may hold (docs/limits.md) -------------------------------------
 # No genuine config comes near them; they are there so that a hostile one fails in milliseconds with one line.
-MAX_CONFIG_BYTES = 1_048_576  # a config file (the JSRT example's is 1.5 KB)
+MAX_CONFIG_BYTES = 1_048_576  # a config file (the shipped examples' are 2-6 KB)
 MAX_OVERRIDE_CHARS = 10_000  # one --set key=value
 MAX_DEPTH = 32  # nesting of mappings and lists, aliases expanded (the deepest setting is 4 levels down)
 MAX_ALIASES = 100  # *alias references in one document
