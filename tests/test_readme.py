@@ -22,6 +22,11 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def _literal(printed: str) -> dict:
+    """A printed metrics dict; an undefined metric prints as nan (sensitivity without a validation part)."""
+    return ast.literal_eval(re.sub(r"\bnan\b", "None", printed))
+
+
 def _run_library_block() -> tuple[dict, dict]:
     block = re.search(r"## Use as a library\n\n```python\n(.*?)```", README.read_text(), re.S)
     assert block, "README has no 'Use as a library' python block"
@@ -34,7 +39,7 @@ def _run_library_block() -> tuple[dict, dict]:
             continue  # the predictions of the saved run, printed last
         head, baseline = line.split(" baseline: ")
         name, n, metrics = head.split(" ", 2)
-        results[name] = {"n": int(n), "metrics": ast.literal_eval(metrics), "baseline": ast.literal_eval(baseline)}
+        results[name] = {"n": int(n), "metrics": _literal(metrics), "baseline": _literal(baseline)}
     namespace["printed"] = printed.getvalue()
     return results, namespace
 

@@ -130,10 +130,15 @@ def _interval(task: dict[str, Any], key: str) -> str:
 
 
 def _threshold_text(task: dict[str, Any]) -> str:
-    values = [v for fold in task["threshold"]["values"] for v in fold if v is not None]
+    values = [v for v in _flat(task["threshold"]["values"]) if v is not None]
     if not values:
         return "n/a"
     return _f(values[0]) if len(values) == 1 else f"{_f(min(values))} to {_f(max(values))}"
+
+
+def _flat(values: Any) -> list[Any]:
+    """The thresholds of an entry, per training and per class (metrics.json) or per class (one evaluation)."""
+    return [v for item in values for v in _flat(item)] if isinstance(values, list) else [values]
 
 
 def scores_section(tasks: dict[str, Any]) -> list[str]:
