@@ -19,7 +19,7 @@ import yaml
 from ..config import ModelConfig, RunConfig, apply_overrides, load_config, validate_model
 from ..data import Records, Split
 from ..errors import MTLError
-from ..evaluate import evaluate_outputs
+from ..evaluate import BOOTSTRAP_RESAMPLES, evaluate_outputs
 from ..features import library_versions
 from ..io import claim_output, write_csv, write_json, write_run_model
 from ..model import MultiTaskModel
@@ -267,7 +267,7 @@ def _write_evaluation(out: Path, model: MultiTaskModel, tasks: list[Task], histo
     outputs, targets, ids, n = held_out.outputs, held_out.targets, held_out.ids, len(held_out.ids)
     records = Records(ids, [Path(i) for i in ids], targets)
     fitted = Fitted(model, history or History(), Split(np.array([], int), np.array([], int), np.arange(n)), outputs)
-    fold = FoldResult(0, 0, fitted, evaluate_outputs(tasks, outputs, targets),
+    fold = FoldResult(0, 0, fitted, evaluate_outputs(tasks, outputs, targets, bootstrap=BOOTSTRAP_RESAMPLES),
                       decoded_predictions(tasks, records, fitted))
     fusion = model.fusion
     metrics = {"tasks": aggregate(tasks, [fold]), "delta_m": None,
