@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import RunError
-from .files import write_json
+from .files import write_error, write_json
 from .run_folder import SCHEMA_FILE, WEIGHTS_FILE
 
 try:  # POSIX only
@@ -172,7 +172,7 @@ def claim_output(folder: Path, writer: str, *, overwrite: bool = False, resume: 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+        raise write_error(folder, exc) from None
     claimed = OutputFolder(folder, _lock(folder))
     try:
         check_output(folder, writer, overwrite=overwrite)  # again: another claim may have finished meanwhile
@@ -192,7 +192,7 @@ def _lock(folder: Path) -> int | None:
     try:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise RunError(f"cannot lock the output folder {folder}: {exc.strerror or exc}") from None
+        raise write_error(folder / LOCK, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -218,7 +218,7 @@ def _clear(folder: Path, kind: FolderKind) -> None:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise RunError(f"cannot replace {path}: {exc.strerror or exc}") from None
+                raise write_error(path, exc) from None
 
 
 def _version() -> str:
