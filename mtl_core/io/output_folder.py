@@ -128,7 +128,8 @@ def check_output(folder: Path, writer: str, *, overwrite: bool = False) -> None:
         return
     for name in (MARKER, LOCK, kind.finished, *kind.files, *kind.folders):
         refuse_link(folder / name)
-    entries = sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK))
+    entries = sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK)
+                     and not (p.name.startswith(f".{MARKER}.") and p.name.endswith(".tmp")))  # a marker being written
     found = owner(folder)
     if not entries or found == writer or overwrite:
         return
@@ -168,7 +169,11 @@ def claim_output(folder: Path, writer: str, *, overwrite: bool = False, resume: 
             by another process, or cannot be created.
     """
     folder = Path(folder)
-    check_output(folder, writer, overwrite=overwrite)  # before creating anything in a folder that is refused
+    try:
+        check_output(folder, writer, overwrite=overwrite)  # before creating anything in a folder that is refused
+    except RunError:
+        _refuse_if_held(folder)  # another claim busy making the folder its own: say that, not "not ours"
+        raise
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -198,11 +203,32 @@ def _lock(folder: Path) -> int | None:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise RunError(f"{folder} is in use by another mtl process (pid {holder}) writing to it; wait for it to "
-                       f"finish, or give another folder") from None
+        raise _in_use(folder, holder) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _in_use(folder: Path, holder: str) -> RunError:
+    return RunError(f"{folder} is in use by another mtl process (pid {holder}) writing to it; wait for it to finish, "
+                    f"or give another folder")
+
+
+def _refuse_if_held(folder: Path) -> None:
+    """Raise the "in use" error when another process holds the folder's lock (the lock file is only read)."""
+    path = folder / LOCK
+    if fcntl is None or path.is_symlink() or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(folder, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?") from None
+    finally:
+        os.close(fd)  # also releases a lock this probe took
 
 
 def _clear(folder: Path, kind: FolderKind) -> None:

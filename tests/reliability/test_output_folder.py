@@ -168,3 +168,16 @@ def test_predict_reads_no_weights_file_that_model_json_names_outside_the_run(rac
     (out / "model.safetensors").unlink()
     (out / "model.safetensors").symlink_to(raced[0] / "model.safetensors")
     _refused(mtl("predict", str(out), image, env=cache_env), "symbolic link")
+
+
+def test_compare_refuses_a_folder_not_its_own_before_training(raced, phantom, cache_env, mtl, tmp_path):
+    mine, run = tmp_path / "mine", tmp_path / "run"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    shutil.copytree(raced[0], run)
+    compare = ["compare", str(EXAMPLE), "--backbones", "test_resnet", "--allow-random", "--data", str(phantom),
+               *QUICK]
+    for out, words in ((mine, ("is not empty", "--overwrite")), (run, ("holds the output of mtl run", "--overwrite"))):
+        before = _snapshot(out)
+        _refused(mtl(*compare, "--output", str(out), env=cache_env), str(out), *words)
+        assert _snapshot(out) == before

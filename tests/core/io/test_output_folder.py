@@ -150,3 +150,16 @@ def test_run_files_are_read_from_the_run_folder_only(tmp_path):
     (folder / "model.json").symlink_to("copy.json")  # a link inside the folder is harmless
     assert read_run_model(folder).schema["image_size"] == 32
     assert run_file(folder, "ood.safetensors") == folder / "ood.safetensors"
+
+
+def test_a_folder_another_claim_is_making_its_own_is_in_use_not_foreign(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    with claim_output(folder, RUN, overwrite=True):
+        (folder / MARKER).unlink()  # as while the holder is still writing its marker
+        with pytest.raises(RunError, match="in use by another mtl process"):
+            claim_output(folder, RUN)
+    (folder / "notes.txt").unlink()
+    (folder / f".{MARKER}.x1.tmp").write_text("{")  # a marker write killed before its rename: not a foreign file
+    claim_output(folder, RUN).release()
