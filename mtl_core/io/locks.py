@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .files import write_error
+
 try:  # POSIX only
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -47,8 +49,12 @@ def exclusive_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Ite
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # closed by the with below, after the lock is released
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,6 +88,9 @@ def build_folder_once(target: Path, build: Callable[[Path], Path | None],
 
     Returns:
         ``build``'s folder, moved to its place under ``target``; None when ``build`` returned None.
+
+    Raises:
+        RunError: the folder or its lock cannot be written (one line: permissions, a full disk, a file in the way).
     """
     target = Path(target)
     if target.exists():
@@ -92,20 +101,27 @@ def build_folder_once(target: Path, build: Callable[[Path], Path | None],
         _drop_stale(target)
         scratch = target.parent / f".{target.name}{BUILDING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            made = build(scratch)
-            if made is None:
-                return None
-            made, here = Path(made).resolve(), scratch.resolve()
-            if here not in (made, *made.parents):  # the build wrote elsewhere: nothing of ours to move
-                return made
-            inner = made.relative_to(here)
-            try:
-                os.rename(scratch, target)
-            except OSError:  # pragma: no cover - without a lock, another process renamed its copy first
-                if not target.exists():
-                    raise
-                log.info("%s was built by another process meanwhile; using that one", target)
-            return target / inner
+            return _build_and_move(target, scratch, build)
+        except OSError as exc:
+            raise write_error(target, exc) from None
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build_and_move(target: Path, scratch: Path, build: Callable[[Path], Path | None]) -> Path | None:
+    """``build(scratch)``, then ``scratch`` renamed to ``target``; the folder to use."""
+    made = build(scratch)
+    if made is None:
+        return None
+    made, here = Path(made).resolve(), scratch.resolve()
+    if here not in (made, *made.parents):  # the build wrote elsewhere: nothing of ours to move
+        return made
+    inner = made.relative_to(here)
+    try:
+        os.rename(scratch, target)
+    except OSError:  # pragma: no cover - without a lock, another process renamed its copy first
+        if not target.exists():
+            raise
+        log.info("%s was built by another process meanwhile; using that one", target)
+    return target / inner

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mtl_core.errors import RunError
 from mtl_core.io import build_folder_once
 
 REPO = Path(__file__).resolve().parents[3]
@@ -75,7 +76,7 @@ def test_a_build_that_fails_leaves_nothing_and_the_next_one_builds(tmp_path):
         (out / "half").mkdir(parents=True)
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(RunError, match=f"cannot write {target}: disk full"):
         build_folder_once(target, broken)
     assert not target.exists() and [p.name for p in tmp_path.iterdir()] == ["set.lock"]
 
@@ -94,6 +95,12 @@ def test_stale_temporary_folders_of_a_killed_builder_are_removed(tmp_path):
     (stale / "images").mkdir(parents=True)
     assert build_folder_once(tmp_path / "set", lambda out: out.mkdir() or out) == tmp_path / "set"
     assert not stale.exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_error(tmp_path):
+    (tmp_path / "file").touch()
+    with pytest.raises(RunError, match="cannot write .*file/set.lock: "):
+        build_folder_once(tmp_path / "file" / "set", lambda out: out)
 
 
 def test_nothing_to_build_is_none(tmp_path):
