@@ -18,6 +18,7 @@ than :data:`BUSY_SECONDS`; older ones are left by a killed process and are remov
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from .files import cache_dir
 from .locks import BUILDING
+
+log = logging.getLogger(__name__)
 
 FOLDER_KINDS = {"synthetic": 2}  # kind -> depth of its entries, which are folders (synthetic/PLUGIN/HASH)
 BUSY_SECONDS = 3600  # a temporary file younger than this may be being written by another process
@@ -94,7 +97,10 @@ def _tree(path: Path) -> tuple[int, float]:
     size, last = 0, 0.0
     for folder, _dirs, files in os.walk(path, followlinks=False):
         for name in files:
-            stat = os.lstat(os.path.join(folder, name))
+            try:
+                stat = os.lstat(os.path.join(folder, name))
+            except OSError:  # removed meanwhile by the run that owns it
+                continue
             if not os.path.islink(os.path.join(folder, name)):
                 size, last = size + stat.st_size, max(last, stat.st_mtime, stat.st_atime)
     return size, last
@@ -103,11 +109,14 @@ def _tree(path: Path) -> tuple[int, float]:
 def _entry(kind: str, path: Path, now: float) -> CacheEntry | None:
     if path.is_symlink() or path.name.endswith(".lock"):
         return None
-    if path.is_dir():
-        size, last = _tree(path)
-    else:
-        stat = path.lstat()
-        size, last = stat.st_size, max(stat.st_mtime, stat.st_atime)
+    try:
+        if path.is_dir():
+            size, last = _tree(path)
+        else:
+            stat = path.lstat()
+            size, last = stat.st_size, max(stat.st_mtime, stat.st_atime)
+    except OSError:  # removed meanwhile (a temporary file renamed into place)
+        return None
     if _is_temporary(path.name):
         return CacheEntry(kind, path, size, last, stale=True) if now - last > BUSY_SECONDS else None
     return CacheEntry(kind, path, size, last)
@@ -115,8 +124,12 @@ def _entry(kind: str, path: Path, now: float) -> CacheEntry | None:
 
 def _walk(kind: str, folder: Path, depth: int | None, now: float) -> list[CacheEntry]:
     """The entries of one kind: files at any depth, or folders at ``depth``; temporaries wherever they are."""
-    found = []
-    for child in sorted(folder.iterdir()):
+    found: list[CacheEntry] = []
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:  # removed meanwhile, or unreadable: nothing of it to show or remove
+        return found
+    for child in children:
         if child.is_symlink():
             continue
         if _is_temporary(child.name) or child.is_file() or (depth == 1 and child.is_dir()):
@@ -170,12 +183,16 @@ def remove_entry(entry: CacheEntry, root: Path) -> bool:
         return False
     if root not in path.resolve().parents:  # a path reached through a link out of the cache: never
         return False
-    if path.is_dir():
-        aside = path.parent / f".{path.name}.deleting-{uuid.uuid4().hex[:8]}"
-        os.rename(path, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    try:
+        if path.is_dir():
+            aside = path.parent / f".{path.name}.deleting-{uuid.uuid4().hex[:8]}"
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:  # removed by another prune meanwhile, or not ours to remove (permissions)
+        log.warning("could not remove %s from the cache: %s", path, exc.strerror or exc)
+        return False
     for parent in path.parents:  # folders left empty (a features key without buckets), up to the kind's
         if parent.resolve() == root or parent.parent.resolve() == root:
             break
