@@ -322,6 +322,7 @@ def describe_errors(errors: list[Any]) -> list[str]:
     grouped: dict[str, list[Any]] = {}
     for error in errors:
         key = ".".join(str(p) for p in error["loc"] if not _is_branch(p)) or "(top level)"
+        key = key if len(key) <= SHOWN_CHARS else key[:SHOWN_CHARS - 3] + "..."  # a hostile key: still one line
         grouped.setdefault(key, []).append(error)
     return [_describe(key, group) for key, group in grouped.items()]
 

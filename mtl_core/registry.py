@@ -25,7 +25,8 @@ def suggest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     shown = ", ".join(sorted(choices)[:30]) + (", ..." if len(choices) > 30 else "")
-    return f"unknown {what} {name!r}.{hint} Available: {shown}"
+    quoted = repr(name if len(name) <= 80 else name[:77] + "...")  # a name from a hostile config: still one line
+    return f"unknown {what} {quoted}.{hint} Available: {shown}"
 
 
 class Registry(Generic[T]):

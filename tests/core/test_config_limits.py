@@ -99,3 +99,18 @@ def test_anchors_and_aliases_within_the_limits_still_work(tmp_path):
     config = load_config(path)
     assert config.train.lr == 0.01 and config.plugin_options == {"copy": {"epochs": 3, "lr": 0.01}}
     assert RunConfig(plugin="x").train.lr == 1e-4
+
+
+@pytest.mark.parametrize("text", ["plugin: table\ntrain:\n  ? {long}\n  : 1\n",
+                                  "plugin: table\nplugin_options:\n  ? {long}\n  : 1\n",
+                                  "plugin: {long}\n"])
+def test_a_key_or_name_of_50000_characters_is_quoted_short(tmp_path, text):
+    from mtl_core.errors import MTLError
+    from mtl_core.plugins import load_plugin
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("{long}", "x" * 50_000))
+    with pytest.raises(MTLError) as err:
+        config = load_config(path)
+        load_plugin(config.plugin, config.plugin_options)
+    assert len(str(err.value)) < 400 and "x" * 70 + "..." in str(err.value)
