@@ -29,7 +29,7 @@ from ..config import ModelConfig, RunConfig
 from ..data import Records, holdout_split, kfold_splits
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
 from ..features import check_features_fit, create_fusion, pretrained_available, recall_fusion
-from ..io import build_folder_once, cache_dir
+from ..io import build_folder_once, cache_dir, image_limits
 from ..plugins import Plugin, load_plugin
 from ..registry import suggest
 from ..tasks import Task
@@ -280,6 +280,7 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print, 
     tasks = build_tasks(plugin, config)  # config mistakes about tasks fail before any data is read
     WEIGHTINGS.get(config.loss.strategy)
     check_device(config.train.device)
+    image_limits()  # a nonsense MTL_MAX_IMAGE_PIXELS fails here, not only when an uncached image is decoded
     model, image_size, fallback = check_model(config, tasks)
     data_dir, notes = resolve_data_dir(plugin, config, data, say, synthesize)
     records = None
