@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.core.plugins.test_discovery import HEALTHY  # a plugin module that loads
 from tests.e2e.conftest import mtl as mtl_subprocess
 
 from .conftest import EXAMPLE, QUICK, REPO, error_lines, results_in
@@ -160,13 +161,6 @@ def test_hostile_input_is_refused_with_one_line_and_touches_nothing(case, outcom
 
 # ---- broken plugins: listed as broken, refused with one line when asked for --------------------------------------
 
-HEALTHY = """
-from mtl_core import Plugin, ClassificationTask
-class Good(Plugin):
-    name = "{name}"
-    def tasks(self):
-        return [ClassificationTask("kind", classes=["a", "b"])]
-"""
 BROKEN = {
     "hostile_exits": ("import sys\nsys.exit(3)\n", "SystemExit(3)"),
     "hostile_options": ("from pydantic import field_validator\nfrom mtl_core import Strict\n" + HEALTHY
