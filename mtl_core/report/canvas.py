@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,3 +66,10 @@ def plain_text() -> Iterator[None]:
 def wrap(text: str, width: int) -> str:
     """``text`` broken into lines of at most ``width`` characters."""
     return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)) or text
+
+
+def class_label(value: Any) -> str:
+    """A class name as written in predictions.csv (pandas may have read "1" as 1.0); an empty cell is ""."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if pd.isna(value) else str(value)

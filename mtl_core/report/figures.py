@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..io import atomic_write, positive_int_env
 from ..tasks import kind_class
-from .canvas import DPI, CaseImages, figure, plain_text, wrap
+from .canvas import DPI, CaseImages, class_label, figure, plain_text, wrap
 from .point_figures import render_points
 from .score_figures import render_calibration, render_roc, scored_classes
 
@@ -42,13 +42,6 @@ CONFUSION_CLASSES_ENV = "MTL_MAX_CONFUSION_CLASSES"
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "task"
-
-
-def _label(value: Any) -> str:
-    """A class name as written in predictions.csv; pandas may have read "1" as 1.0."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _present(values: pd.Series) -> np.ndarray:
@@ -97,7 +90,7 @@ def render_confusion(task: dict[str, Any], predictions: pd.DataFrame, note: str 
     name = task["name"]
     true, pred = predictions[f"{name}_true"], predictions[f"{name}_pred"]
     keep = _present(true) & _present(pred)
-    true, pred = [_label(v) for v in true[keep]], [_label(v) for v in pred[keep]]
+    true, pred = [class_label(v) for v in true[keep]], [class_label(v) for v in pred[keep]]
     classes = [str(c) for c in task.get("classes") or []]
     classes += sorted(set(true + pred) - set(classes))  # a stray value still shows up rather than vanishing
     classes, index, note = _top_classes(list(dict.fromkeys(classes)), true, pred, note)

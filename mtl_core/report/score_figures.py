@@ -13,18 +13,12 @@ import numpy as np
 import pandas as pd
 
 from ..tasks import metrics as M
-from .canvas import CaseImages, figure, wrap
+from .canvas import CaseImages, class_label, figure, wrap
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _MAX_CURVES = 10  # classes drawn in one panel at most (the most frequent), so that a legend stays readable
-
-
-def _label(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if pd.isna(value) else str(value)
 
 
 def scored_classes(task: dict[str, Any], columns: Any) -> list[str]:
@@ -35,7 +29,7 @@ def scored_classes(task: dict[str, Any], columns: Any) -> list[str]:
 def _curves(task: dict[str, Any], predictions: pd.DataFrame) -> tuple[list[str], list[str], str]:
     """The labelled cases' true classes, the classes drawn (by support, at most :data:`_MAX_CURVES`) and a note."""
     name = task["name"]
-    true = [_label(v) for v in predictions[f"{name}_true"]]
+    true = [class_label(v) for v in predictions[f"{name}_true"]]
     classes = scored_classes(task, predictions.columns)
     support = {c: true.count(c) for c in classes}
     drawn = sorted(classes, key=lambda c: -support[c])[:_MAX_CURVES]
@@ -84,8 +78,8 @@ def render_calibration(task: dict[str, Any], predictions: pd.DataFrame, note: st
     """Reliability diagram: per equal-width bin of the predicted class's probability, the share of right
     predictions against the mean probability (on the diagonal when calibrated), the number of cases below."""
     name = task["name"]
-    true = [_label(v) for v in predictions[f"{name}_true"]]
-    pred = [_label(v) for v in predictions[f"{name}_pred"]]
+    true = [class_label(v) for v in predictions[f"{name}_true"]]
+    pred = [class_label(v) for v in predictions[f"{name}_pred"]]
     confidence = pd.to_numeric(predictions[f"{name}_prob"], errors="coerce").to_numpy(np.float64)
     keep = np.array([t != "" and p != "" for t, p in zip(true, pred, strict=True)]) & np.isfinite(confidence)
     correct = np.array([t == p for t, p in zip(true, pred, strict=True)])[keep]
