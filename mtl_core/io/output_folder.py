@@ -198,15 +198,23 @@ def _lock(folder: Path) -> int | None:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise write_error(folder / LOCK, exc) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    holder = _holder(fd)
+    if holder is not None:
         os.close(fd)
-        raise _in_use(folder, holder) from None
+        raise _in_use(folder, holder)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _holder(fd: int) -> str | None:
+    """Lock the open lock file ``fd`` without waiting: None when this process now holds it, else the pid another
+    holder wrote into it ("?" when it wrote none yet)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return None
 
 
 def _in_use(folder: Path, holder: str) -> RunError:
@@ -224,11 +232,11 @@ def _refuse_if_held(folder: Path) -> None:
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise _in_use(folder, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?") from None
+        holder = _holder(fd)
     finally:
         os.close(fd)  # also releases a lock this probe took
+    if holder is not None:
+        raise _in_use(folder, holder)
 
 
 def _clear(folder: Path, kind: FolderKind) -> None:
