@@ -64,6 +64,9 @@ class ResidualSharedTrunk(nn.Module):
             raise MTLError(f"invalid trunk: in_features={in_features}, hidden={hidden}, depth={depth}, "
                            f"dropout={dropout}; need widths >= 1, depth >= 0, dropouts in [0, 1)")
         self.out_features = hidden
+        #: the settings it was built with (the trunk section of model.json for a model saved from Python)
+        self.settings = {"hidden": hidden, "depth": depth, "dropout": dropout, "input_dropout": input_dropout,
+                         "norm": norm, "residual": residual}
         self.fc1 = nn.Sequential(Dropout(input_dropout), nn.Linear(in_features, hidden), _norm(norm, hidden),
                                  nn.ReLU(), Dropout(dropout))
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, dropout, norm, residual) for _ in range(depth)))

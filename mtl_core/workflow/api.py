@@ -244,18 +244,12 @@ def _held_out(tasks: list[Task], outputs: Mapping[str, torch.Tensor], targets: M
 def library_schema(model: MultiTaskModel, fusion: Any, tasks: list[Task], image_size: int, plugin: str,
                    seed: int) -> dict[str, Any]:
     """``model.json`` of a model built with the library: the keys :func:`~mtl_core.workflow.pipeline.model_schema`
-    writes for ``mtl run``, the model settings read back from the modules themselves."""
-    trunk = model.trunk
-    blocks = list(trunk.blocks)
-    norm = type(trunk.fc1[2]).__name__
-    trunk_cfg = {"hidden": trunk.out_features, "depth": len(blocks), "dropout": float(trunk.fc1[4].p),
-                 "input_dropout": float(trunk.fc1[0].p), "residual": bool(blocks[0].residual) if blocks else True,
-                 "norm": {"BatchNorm1d": "batch", "LayerNorm": "layer"}.get(norm, "none")}
+    writes for ``mtl run``, the model settings read back from the modules themselves (the trunk's as built)."""
     weights = {i.name: "pretrained" if i.weights == "pretrained" else "random" for i in fusion.infos}
     model_cfg = ModelConfig(backbones=[i.name for i in fusion.infos], weights=weights, on_missing_weights="error",
                             pooling=fusion.pooling, grid=fusion.grid, map_size=fusion.map_size,
                             map_levels=fusion.map_levels, share_heatmap=model.share_point_evidence,
-                            frozen=fusion.frozen, standardize_features=True, trunk=trunk_cfg)
+                            frozen=fusion.frozen, standardize_features=True, trunk=model.trunk.settings)
     return {"plugin": plugin, "plugin_options": {}, "image_size": image_size, "seed": seed,
             "model": model_cfg.model_dump(), "backbones": fusion.describe(), "backbone_checksum": fusion.checksum(),
             "tasks": [t.describe() for t in tasks], "saved_by": SAVED_BY}
