@@ -70,7 +70,16 @@ class ResidualSharedTrunk(nn.Module):
         self.fc1 = nn.Sequential(Dropout(input_dropout), nn.Linear(in_features, hidden), _norm(norm, hidden),
                                  nn.ReLU(), Dropout(dropout))
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, dropout, norm, residual) for _ in range(depth)))
+        self.in_features = in_features
+        #: the output of the last training forward: the representation the "rep" gradient methods differentiate
+        self.last_shared: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_features) -> (B, hidden)."""
-        return self.blocks(self.fc1(x))
+        out = self.blocks(self.fc1(x))
+        self.last_shared = out if torch.is_grad_enabled() and self.training else None
+        return out
+
+    def __getstate__(self) -> dict:
+        # a pickled or deep-copied trunk leaves the last step's graph behind
+        return {**self.__dict__, "last_shared": None}

@@ -17,6 +17,7 @@ from ..config import TrainConfig
 from ..data import TensorData
 from ..errors import RunError
 from ..model import MultiTaskModel
+from .gradients import backward
 from .losses import LossComposer
 from .state import History, LoopState, TrainingCheckpoint
 
@@ -103,7 +104,7 @@ class Trainer:
                 out, masks = self._step_losses(batch)
             if optimiser is not None:
                 optimiser.zero_grad(set_to_none=True)
-                self.scaler.scale(out.total).backward()
+                backward(out, masks, self.model, self.composer, self.scaler)  # loss- or gradient-level
                 self.scaler.step(optimiser)
                 self.scaler.update()
         return out, masks
