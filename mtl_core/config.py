@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
@@ -47,14 +47,19 @@ def check_label_smoothing(value: Any, where: str) -> float:
 
 
 class TrunkConfig(Strict):
-    """The residual shared trunk."""
+    """The shared trunk: hard sharing (the residual trunk) or another sharing architecture (docs/methods.md)."""
 
+    architecture: str = Field("residual", description="sharing architecture: residual (hard sharing), mmoe "
+                                                      "(multi-gate mixture of experts), adapters (a residual "
+                                                      "adapter per task)")
     hidden: int = Field(512, ge=1, description="width of fc1 and of every residual block")
     depth: int = Field(2, ge=0, description="number of residual blocks")
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the fused features before fc1")
     norm: Literal["none", "batch", "layer"] = "none"
     residual: bool = Field(True, description="false turns the skip connections off (ablation)")
+    experts: int = Field(4, ge=1, description="mmoe: number of experts")
+    adapter_width: int = Field(64, ge=1, description="adapters: bottleneck width of each task's adapter")
 
 
 class ModelConfig(Strict):
@@ -73,8 +78,19 @@ class ModelConfig(Strict):
     share_heatmap: bool = Field(False, description="global heads also read each point task's heatmap peak (max and "
                                                    "log-sum-exp of its logits); needs pooling 'map'")
     frozen: bool = Field(True, description="frozen backbones: features are extracted once and cached")
+    trainable_stages: int | None = Field(
+        None, ge=1, description="with frozen false: train only the last N stages of each backbone (the earlier "
+                                "ones and their batch-norm statistics stay as loaded); null: every stage")
     standardize_features: bool = Field(True, description="z-score each fused feature with training statistics")
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+
+    @field_validator("trainable_stages")
+    @classmethod
+    def _stages_need_training(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("frozen", True):
+            raise PydanticCustomError("frozen_stages", "frozen backbones train no stage; set model.frozen: false "
+                                                       "or remove model.trainable_stages")
+        return value
 
 
 class FallbackConfig(Strict):
@@ -101,11 +117,45 @@ class TaskOverride(Strict):
 class LossConfig(Strict):
     """Weighted-loss composition."""
 
-    strategy: str = Field("static", description="weighting strategy: static, equal, uncertainty, dwa")
+    strategy: str = Field("static", description="weighting strategy or gradient method (docs/methods.md): static, "
+                                                "equal, uncertainty, dwa, rlw, famo, gradnorm, mgda, mgda_ub, pcgrad, "
+                                                "cagrad, imtl, gradvac, nash_mtl, aligned_mtl, ...")
+
+
+#: The augmentations ``train.augment.transforms`` may name (:mod:`mtl_core.data.augment` builds them with MONAI).
+AUGMENTATIONS = ("flip_lr", "flip_ud", "rotate", "scale", "translate", "intensity", "contrast", "noise")
+
+
+class AugmentConfig(Strict):
+    """On-the-fly augmentation of training images when backbones are trained (MONAI dictionary transforms; point
+    targets move with the image). Only transforms the plugin declares label-safe are allowed."""
+
+    enabled: bool = Field(False, description="augment training images (needs model.frozen: false)")
+    transforms: list[str] | None = Field(
+        None, description="which ones: flip_lr, flip_ud, rotate, scale, translate, intensity, contrast, noise; "
+                          "null: every one the plugin declares label-safe")
+    probability: float = Field(0.5, ge=0.0, le=1.0, description="chance that each transform acts on an image")
+    rotate_degrees: float = Field(10.0, ge=0.0, le=180.0, description="largest rotation either way")
+    translate: float = Field(0.05, ge=0.0, lt=0.5, description="largest shift, as a fraction of the image side")
+    scale: float = Field(0.1, ge=0.0, lt=1.0, description="largest zoom in or out, as a fraction")
+    intensity: float = Field(0.1, ge=0.0, le=1.0, description="largest relative change of brightness")
+    contrast: float = Field(0.3, ge=0.0, lt=1.0, description="gamma drawn in [1 - contrast, 1 + contrast]")
+    noise_std: float = Field(0.02, ge=0.0, le=1.0, description="standard deviation of the Gaussian noise")
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in AUGMENTATIONS:
+                close = [a for a in AUGMENTATIONS if a.split("_")[0] in name or name in a]
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise PydanticCustomError("augmentation", "unknown augmentation {name}.{hint} Available: {names}",
+                                          {"name": short_repr(name), "hint": hint, "names": ", ".join(AUGMENTATIONS)})
+        return value
 
 
 class TrainConfig(Strict):
-    """Optimisation."""
+    """Optimisation (docs/finetuning.md explains the fine-tuning settings)."""
 
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -117,6 +167,19 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="autocast of training and fine-tuning (fp16 with a gradient scaler); auto: bf16 on "
                             "CUDA, fp32 elsewhere")
+    optimizer: Literal["adam", "adamw"] = Field(
+        "adam", description="adamw: decoupled weight decay (Loshchilov & Hutter 2019), the usual one for fine-tuning")
+    backbone_lr_scale: float = Field(0.1, gt=0.0, le=10.0, description="trained backbones with pretrained or file "
+                                                                       "weights learn at lr times this; randomly "
+                                                                       "initialised ones, the trunk and heads at lr")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate after the warm-up: constant, or cosine decay to zero at the last "
+                                "epoch (Loshchilov & Hutter 2017)")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up of the learning rate over this many epochs")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this; null: never")
+    accumulate: int = Field(1, ge=1, description="batches whose gradients add up before each optimiser step "
+                                                 "(effective batch: batch_size x accumulate)")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
 class SplitConfig(Strict):
@@ -208,6 +271,16 @@ class RunConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: str = Field("runs/latest", description="output folder (overridden by --output)")
+
+    @field_validator("train")
+    @classmethod
+    def _augment_needs_training(cls, value: TrainConfig, info: ValidationInfo) -> TrainConfig:
+        model = info.data.get("model")
+        if value.augment.enabled and model is not None and model.frozen:
+            raise PydanticCustomError("augment_frozen", "augmentation needs trained backbones (frozen features are "
+                                                        "extracted once, from the images as they are); set "
+                                                        "model.frozen: false or train.augment.enabled: false")
+        return value
 
 
 # ---- limits on what a config file or --set value may hold (docs/limits.md) -------------------------------------

@@ -19,6 +19,7 @@ from ..errors import RunError
 from ..model import MultiTaskModel
 from .gradients import backward
 from .losses import LossComposer
+from .optim import Stepper, create_optimiser
 from .state import History, LoopState, TrainingCheckpoint
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def _optimiser(self) -> torch.optim.Optimizer:
-        # A task may ask for a faster head (a point task's new head on frozen maps): its own parameter group.
-        scaled = {name: float(getattr(task, "lr_scale", 1.0)) for name, task in self.composer.tasks.items()
-                  if getattr(task, "lr_scale", 1.0) != 1.0 and name in self.model.heads}
-        own = {id(p) for name in scaled for p in self.model.heads[name].parameters()}
-        params: list = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in own] +
-                         [p for p in self.composer.parameters() if p.requires_grad]}]
-        params += [{"params": [p for p in self.model.heads[name].parameters() if p.requires_grad],
-                    "lr": self.settings.lr * scale} for name, scale in scaled.items()]
-        options = {"lr": self.settings.lr, "weight_decay": self.settings.weight_decay}
-        try:  # the fused kernel is ~10x faster than the per-tensor loop torch uses on the CPU by default
-            return torch.optim.Adam(params, fused=True, **options)
-        except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
-            return torch.optim.Adam(params, **options)
+        # per-group rates: backbones at a fraction, a task's faster head at its lr_scale (train/optim.py)
+        return create_optimiser(self.model, self.composer, self.settings)
 
     def _outputs(self, batch: dict) -> dict[str, torch.Tensor]:
         if "features" in batch:
@@ -103,10 +93,8 @@ class Trainer:
             with precision_context(self.precision, self.device):
                 out, masks = self._step_losses(batch)
             if optimiser is not None:
-                optimiser.zero_grad(set_to_none=True)
                 backward(out, masks, self.model, self.composer, self.scaler)  # loss- or gradient-level
-                self.scaler.step(optimiser)
-                self.scaler.update()
+                self._stepper.after_backward()  # accumulation, clipping, schedule (train/optim.py)
         return out, masks
 
     def _run_epoch(self, data: TensorData, optimiser: torch.optim.Optimizer | None,
@@ -152,6 +140,7 @@ class Trainer:
         self.model.to(self.device)
         self.composer.to(self.device)
         optimiser = self._optimiser()
+        self._stepper = Stepper(optimiser, self.scaler, self.settings)
         generator = torch.Generator().manual_seed(self.settings.seed)
         saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, self.model, self.composer, self.scaler,
                                                                    self.settings_record())
@@ -193,6 +182,7 @@ class Trainer:
         """One training epoch, its validation and the early-stopping bookkeeping."""
         history = loop.history
         self.model.train()
+        self._stepper.begin_epoch(loop.epoch, math.ceil(len(train) / self.settings.batch_size))
         try:
             train_losses, weights = self._run_epoch(train, optimiser, generator)
         except _NotFinite as exc:
