@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from .network import MultiTaskModel, create_model
+from .sharing import ARCHITECTURES, MultiGateMixtureOfExperts, TaskAdapterTrunk, create_trunk
 from .trunk import ResidualSharedTrunk
 
-__all__ = ["MultiTaskModel", "ResidualSharedTrunk", "create_model"]
+__all__ = [
+    "ARCHITECTURES", "MultiGateMixtureOfExperts", "MultiTaskModel", "ResidualSharedTrunk", "TaskAdapterTrunk",
+    "create_model", "create_trunk",
+]

@@ -9,6 +9,7 @@ from torch import nn
 from ..errors import MTLError
 from ..features import BackboneFusion
 from ..tasks import Task
+from .sharing import create_trunk
 from .trunk import ResidualSharedTrunk
 
 
@@ -33,7 +34,7 @@ class MultiTaskModel(nn.Module):
         ['kind', 'size']
     """
 
-    def __init__(self, fusion: BackboneFusion | None, trunk: ResidualSharedTrunk, tasks: list[Task],
+    def __init__(self, fusion: BackboneFusion | None, trunk: ResidualSharedTrunk | nn.Module, tasks: list[Task],
                  map_shape: tuple[int, int, int] | None = None, share_point_evidence: bool = False) -> None:
         super().__init__()
         names = [t.name for t in tasks]
@@ -48,7 +49,7 @@ class MultiTaskModel(nn.Module):
         self.map_shape = None if map_shape is None else tuple(int(v) for v in map_shape)
         self.spatial = spatial
         self.share_point_evidence = bool(share_point_evidence and spatial)
-        width = trunk.fc1[1].in_features
+        width = trunk.in_features
         if self.map_shape is not None and width != 2 * self.map_shape[0]:
             raise MTLError(f"with feature maps of {self.map_shape[0]} channels the trunk reads their mean and maximum: "
                            f"in_features must be {2 * self.map_shape[0]}, got {width}")
@@ -102,13 +103,14 @@ class MultiTaskModel(nn.Module):
     def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused features (B, F) -> {task: (B, out_features)}; a spatial task gets (B, out_features, S, S)."""
         maps = None if self.map_shape is None else self._maps(features)  # (B, C, S, S)
-        shared = self.trunk(self.embedding(features, maps))  # (B, hidden)
+        shared = self.trunk(self.embedding(features, maps))  # (B, hidden), or {task: (B, hidden)} (sharing.py)
+        views = shared if isinstance(shared, dict) else {name: shared for name in self.heads}
         out = {name: self.heads[name](maps) for name in self.spatial}
         if self.share_point_evidence:  # what each heatmap says about presence, for the global tasks to use
             logits = [out[name][:, 0].flatten(1) for name in self.spatial]  # (B, S * S) each
-            shared = torch.cat([shared] + [torch.stack([v.max(dim=1).values, v.logsumexp(dim=1)], dim=1)
-                                           for v in logits], dim=1)
-        out.update({name: head(shared) for name, head in self.heads.items() if name not in self.spatial})
+            evidence = [torch.stack([v.max(dim=1).values, v.logsumexp(dim=1)], dim=1) for v in logits]
+            views = {name: torch.cat([view, *evidence], dim=1) for name, view in views.items()}
+        out.update({name: head(views[name]) for name, head in self.heads.items() if name not in self.spatial})
         return {name: out[name] for name in self.heads}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -131,10 +133,12 @@ class MultiTaskModel(nn.Module):
 
 def create_model(fusion: BackboneFusion, tasks: list[Task], trunk_options: dict, share_heatmap: bool = False,
                  attach: bool = True) -> MultiTaskModel:
-    """A model over ``fusion``'s output: a trunk as wide as its vector (or its map's channels, pooled), the tasks'
-    heads, and the fusion itself when ``attach`` (else the model runs on cached features only)."""
+    """A model over ``fusion``'s output: a trunk (``trunk_options["architecture"]``, see :mod:`.sharing`) as wide
+    as its vector (or its map's channels, pooled), the tasks' heads, and the fusion itself when ``attach`` (else the
+    model runs on cached features only)."""
     shape = getattr(fusion, "map_shape", None)
-    trunk = ResidualSharedTrunk(2 * shape[0] if shape else fusion.num_features, **trunk_options)  # mean and max
+    width = 2 * shape[0] if shape else fusion.num_features  # maps: each channel's mean and max
+    trunk = create_trunk(width, [t.name for t in tasks], trunk_options)
     return MultiTaskModel(fusion if attach else None, trunk, tasks, map_shape=shape, share_point_evidence=share_heatmap)
 
 
