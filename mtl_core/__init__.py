@@ -38,7 +38,7 @@ _EXPORTS = {
 }
 #: the layers, lowest first: a module imports its own room and lower layers only (tests/core/test_layers.py)
 LAYERS = {
-    "errors": 0, "registry": 1, "config": 2, "accel": 2,
+    "errors": 0, "registry": 1, "config": 2, "accel": 2, "distributed": 2,
     "io": 3, "tasks": 4, "data": 5, "features": 6, "model": 7,
     "train": 8, "evaluate": 8, "plugins": 8,
     "report": 9, "workflow": 10, "scaffold": 10, "cli": 11,

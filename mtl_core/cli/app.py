@@ -42,6 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # every finished epoch is checkpointed: say how to continue
         _say(f"interrupted: resume with `{_resume_command(args, args.output or Path(config.output))}`")
         return EXIT_INTERRUPTED
+    if not result.metrics:  # a process of a torchrun run other than rank 0: rank 0 reports
+        return 0
     print(result.table)
     if result.metrics.get("delta_m") is not None:
         print(f"\nmulti-task gain Delta_m over single-task models: {result.metrics['delta_m']:.2f} %")

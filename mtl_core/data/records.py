@@ -163,11 +163,22 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict]:
-        """Yield batch dictionaries, shuffled when a generator is given."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                share: tuple[int, int] | None = None) -> Iterator[dict]:
+        """Yield batch dictionaries, shuffled when a generator is given.
+
+        Args:
+            share: (rank, world) of a distributed run (:mod:`mtl_core.distributed`): every process draws the same
+                global batches of ``batch_size`` and keeps its disjoint share of each (every ``world``-th case from
+                its rank); a last global batch with fewer cases than processes is left out on every process.
+        """
         order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
+            if share is not None:
+                if len(idx) < share[1]:
+                    break
+                idx = idx[share[0]::share[1]]
             yield {
                 "features" if self.is_features else "image": self.inputs[idx if self.rows is None else self.rows[idx]],
                 "targets": {k: v[idx] for k, v in self.targets.items()},

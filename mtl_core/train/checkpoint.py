@@ -320,6 +320,14 @@ def open_run_checkpoints(output: Path, config: Any, records: Any, *, resume: boo
     return RunCheckpoints(output, resolved, data_identity(records.ids, records.targets), resume=resume, say=say)
 
 
+def reading_checkpoints(output: Path) -> RunCheckpoints:
+    """The checkpoints of the run folder ``output``, to read only: a process of a distributed run other than rank 0,
+    which opened them (and alone writes them)."""
+    found = RunCheckpoints.__new__(RunCheckpoints)
+    found.output, found.folder = Path(output), Path(output) / FOLDER
+    return found
+
+
 def training_key(split: Split, tasks: list[Any], all_tasks: list[Any]) -> str:
     """Checkpoint name of one training of a run: its repeat and fold (or ``final``), and its tasks when a subset."""
     key = "final" if split.is_final else f"repeat{split.repeat}-fold{split.fold}"
@@ -337,4 +345,5 @@ def data_identity(ids: list[str], targets: Mapping[str, np.ndarray]) -> dict[str
 
 
 __all__ = ["RunCheckpoints", "best_file", "checkpoint_file", "data_identity", "drop_side_files", "fingerprint",
-           "load_checkpoint", "open_run_checkpoints", "restore_rng", "rng_state", "save_checkpoint", "training_key"]
+           "load_checkpoint", "open_run_checkpoints",
+           "reading_checkpoints", "restore_rng", "rng_state", "save_checkpoint", "training_key"]

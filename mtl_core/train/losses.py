@@ -138,8 +138,12 @@ class LossComposer(nn.Module):
         self.weighting = WEIGHTINGS.get(strategy)(tasks, **options)
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                masks: dict[str, torch.Tensor]) -> LossOutput:
-        """Outputs {task: (B, K)}, targets {task: (B,)}, masks {task: (B,) bool} -> :class:`LossOutput`."""
+                masks: dict[str, torch.Tensor], scales: dict[str, float] | None = None) -> LossOutput:
+        """Outputs {task: (B, K)}, targets {task: (B,)}, masks {task: (B,) bool} -> :class:`LossOutput`.
+
+        ``scales``: per-task factors of the weighted losses in the total (a distributed run: this process's share
+        of the global batch's labels, :meth:`~mtl_core.distributed.Parallel.loss_scales`); ``per_task`` is unscaled.
+        """
         per_task = {n: t.loss(outputs[n], targets[n], masks[n]) for n, t in self.tasks.items()}
         # Only tasks with labels in this batch are weighted: an unlabelled task must not move a learned weight.
         present = {n: loss for n, loss in per_task.items() if bool(masks[n].any())}
@@ -148,6 +152,8 @@ class LossComposer(nn.Module):
         weights: dict[str, float] = {n: 0.0 for n in per_task}
         if present:
             learned = self.weighting(present)
-            total = sum(learned[n].to(device) * present[n] for n in present) + self.weighting.regulariser().to(device)
+            scale = scales or {}
+            total = sum(learned[n].to(device) * present[n] * scale.get(n, 1.0) for n in present) \
+                + self.weighting.regulariser().to(device)
             weights.update({n: float(w.detach()) for n, w in learned.items()})
         return LossOutput(total=total, per_task=per_task, weights=weights)

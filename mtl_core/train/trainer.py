@@ -15,6 +15,7 @@ import torch
 from ..accel import out_of_memory, precision_context, resolve_precision
 from ..config import TrainConfig
 from ..data import TensorData
+from ..distributed import Parallel
 from ..errors import RunError
 from ..model import MultiTaskModel
 from .gradients import backward
@@ -65,9 +66,12 @@ class Trainer:
         >>> history = trainer.fit(train_data, val_data)  # doctest: +SKIP
     """
 
-    def __init__(self, model: MultiTaskModel, composer: LossComposer, settings: TrainConfig | None = None) -> None:
+    def __init__(self, model: MultiTaskModel, composer: LossComposer, settings: TrainConfig | None = None,
+                 parallel: Parallel | None = None) -> None:
         self.model, self.composer = model, composer
         self.settings = settings or TrainConfig()
+        # a distributed run (mtl_core/distributed.py): DDP, a share of every batch, checkpoints from rank 0 only
+        self.parallel, self._ddp = parallel or Parallel(), None
         self.device = pick_device(self.settings.device)
         self.precision = resolve_precision(self.settings.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -79,13 +83,15 @@ class Trainer:
     def _outputs(self, batch: dict) -> dict[str, torch.Tensor]:
         if "features" in batch:
             return self.model.forward_features(batch["features"].to(self.device))
-        return self.model(batch["image"].to(self.device))
+        net = self._ddp if self._ddp is not None and self.model.training else self.model
+        return net(batch["image"].to(self.device))
 
     def _step_losses(self, batch: dict):
         outputs = self._outputs(batch)
         targets = {k: v.to(self.device) for k, v in batch["targets"].items()}
         masks = {k: v.to(self.device) for k, v in batch["mask"].items()}
-        return self.composer(outputs, targets, masks), masks
+        scales = self.parallel.loss_scales(masks) if self.model.training else None  # a share of the global batch
+        return self.composer(outputs, targets, masks, scales=scales), masks
 
     def _step(self, batch: dict, optimiser: torch.optim.Optimizer | None):
         """Losses of one batch in the training precision, and an optimiser step (loss-scaled for fp16)."""
@@ -94,6 +100,7 @@ class Trainer:
                 out, masks = self._step_losses(batch)
             if optimiser is not None:
                 backward(out, masks, self.model, self.composer, self.scaler)  # loss- or gradient-level
+                self.parallel.average_gradients(self.composer.parameters())  # DDP averages the model's
                 self._stepper.after_backward()  # accumulation, clipping, schedule (train/optim.py)
         return out, masks
 
@@ -103,7 +110,8 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         weights: dict[str, float] = {}
-        for batch in data.batches(self.settings.batch_size, generator):
+        share = self.parallel.share if optimiser is not None else None  # evaluation: every case, every process
+        for batch in data.batches(self.settings.batch_size, generator, share):
             try:
                 out, masks = self._step(batch, optimiser)
             except torch.cuda.OutOfMemoryError:
@@ -120,6 +128,11 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + loss * labelled
                 counts[name] = counts.get(name, 0) + labelled
             weights = out.weights
+        if share is not None:  # the epoch's means over every process's share
+            keys = sorted(sums)
+            totals = self.parallel.sum_floats([sums[k] for k in keys] + [counts[k] for k in keys])
+            sums, counts = dict(zip(keys, totals[:len(keys)], strict=True)), dict(zip(keys, totals[len(keys):],
+                                                                                      strict=True))
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
 
     def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None,
@@ -145,6 +158,7 @@ class Trainer:
         saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, self.model, self.composer, self.scaler,
                                                                    self.settings_record())
         loop = LoopState() if saved is None else saved.restore(optimiser, generator)
+        self._ddp = self._distributed()
         first_epoch = loop.epoch
         self._epochs(train, val, optimiser, generator, loop, saved, progress)
         if loop.best_state is not None:
@@ -152,9 +166,17 @@ class Trainer:
             self.composer.load_state_dict(loop.best_state["composer"])
         else:
             loop.history.best_epoch = len(loop.history.train) - 1
-        if saved is not None and loop.epoch > first_epoch:
+        if saved is not None and loop.epoch > first_epoch and self.parallel.main:
             saved.save_finished(generator, loop)
         return loop.history
+
+    def _distributed(self):
+        """The model in DDP for a distributed run (None otherwise); a gradient-level method is refused there."""
+        if self.parallel.active and callable(getattr(self.composer.weighting, "combine", None)):
+            raise RunError(f"loss.strategy {self.composer.strategy!r} combines per-task gradients, which a "
+                           "distributed run (torchrun) does not support; choose a loss-level strategy (static, "
+                           "equal, uncertainty, dwa, ...) or run in one process")
+        return self.parallel.wrap(self.model, self.device)
 
     def _epochs(self, train: TensorData, val: TensorData | None, optimiser: torch.optim.Optimizer,
                 generator: torch.Generator, loop: LoopState, saved: TrainingCheckpoint | None,
@@ -171,7 +193,7 @@ class Trainer:
                         bar.set_postfix(val_loss=f"{loop.history.val[-1]['total']:.3f}")
                 self._epoch(train, val, optimiser, generator, loop)
                 loop.epoch += 1
-                if saved is not None:
+                if saved is not None and self.parallel.main:
                     saved.save(optimiser, generator, loop)
         finally:  # an interrupted training leaves a clean console line too
             if bar:
@@ -193,7 +215,7 @@ class Trainer:
         if val is None or len(val) == 0:
             return
         try:
-            val_losses = self.evaluate_loss(val)
+            val_losses = self.parallel.from_main(self.evaluate_loss(val))  # one early-stopping decision for all
         except _NotFinite as exc:
             raise self._diverged(loop.epoch, exc.args[0], "validation") from None
         history.val.append(val_losses)

@@ -14,12 +14,13 @@ import yaml
 
 from ..config import RunConfig
 from ..data import Split, small_strata
+from ..distributed import Parallel, current_parallel, session
 from ..evaluate import fit_check
 from ..features import BackboneFusion, library_versions
 from ..io import atomic_write, claim_output, write_csv, write_json, write_run_model
 from ..plugins import plugin_version
 from ..report import CaseImages, console_table, markdown_report, write_figures, write_html
-from ..train import RunCheckpoints, open_run_checkpoints, training_key
+from ..train import RunCheckpoints, open_run_checkpoints, reading_checkpoints, training_key
 from .crossval import FoldResult, aggregate, delta_m, run_folds, strata_breakdown
 from .run import (
     Fitted,
@@ -122,15 +123,34 @@ def execute(config: RunConfig, *, data: Path | None = None, output: Path | None 
     interrupted run from there (features come back from the cache), ending exactly as an uninterrupted run.
     """
     start = time.perf_counter()
-    prep = prepare(config, data, say)
-    out = Path(output or config.output)
-    with claim_output(out, RUN_WRITER, overwrite=overwrite, resume=resume):
-        return _execute(config, prep, out, say, progress, resume, start)
+    with session(config.train.device) as par:  # under torchrun: one process of a distributed run
+        prep = prepare(config, data, say if par.main else _quiet)
+        out = Path(output or config.output)
+        if not par.main:
+            return _follow(config, prep, out, par)
+        with claim_output(out, RUN_WRITER, overwrite=overwrite, resume=resume):
+            return _execute(config, prep, out, say, progress, resume, start)
+
+
+def _quiet(message: str) -> None:
+    """The console of a process other than rank 0: rank 0 says it."""
+
+
+def _follow(config: RunConfig, prep, out: Path, par: Parallel) -> RunResult:
+    """A process other than rank 0: extract its shard of the features (frozen backbones) or train its share of
+    every batch (trained backbones); rank 0 writes the run folder, checkpoints included (docs/distributed.md)."""
+    par.wait()  # rank 0 has claimed the run folder and opened its checkpoints
+    ctx = decide_run(config, prep, _quiet)
+    if not ctx.inputs.is_features:
+        train_all(ctx, reading_checkpoints(out), _quiet)
+    par.wait()  # until rank 0 has written the run folder
+    return RunResult(out, {}, "")
 
 
 def _execute(config: RunConfig, prep, out: Path, say: Say, progress: Callable | None, resume: bool,
              start: float) -> RunResult:
     checkpoints = open_run_checkpoints(out, config, prep.records, resume=resume, say=say)
+    current_parallel().wait()  # the other processes of a distributed run may read the checkpoints now
     ctx = decide_run(config, prep, say, progress)
     trained = train_all(ctx, checkpoints, say)
     metrics = run_metrics(ctx, trained, time.perf_counter() - start)
@@ -141,6 +161,7 @@ def _execute(config: RunConfig, prep, out: Path, say: Say, progress: Callable | 
     check.save(out / "ood.safetensors")  # before _write_run, whose metrics.json marks a finished run
     _write_run(ctx, out, trained, metrics)
     checkpoints.finish()
+    current_parallel().wait()  # the other processes of a distributed run end with rank 0
     return RunResult(out, metrics, console_table(metrics["tasks"]), trained.predictions)
 
 

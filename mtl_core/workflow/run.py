@@ -23,6 +23,7 @@ from ..data import (
     load_image_tensor,
     train_val_split,
 )
+from ..distributed import current_parallel
 from ..features import BackboneFusion, FeatureCache, LazyFusion, check_features_fit, create_fusion
 from ..io import cache_dir
 from ..model import MultiTaskModel, create_model
@@ -63,12 +64,19 @@ def compute_inputs(prep: Prepared, fusion: BackboneFusion | LazyFusion, config: 
         cache = FeatureCache(cache_dir() / "features")
         device = pick_device(config.train.device)
         check_features_fit(len(paths), fusion, device)  # feature maps can outgrow the memory: say so before
-        feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, reader_id=prep.plugin.reader_id(),
-                               batch_size=extraction_batch(config.data.batch_size, device),
-                               workers=loader_workers(config.data.workers, device), device=device,
-                               progress=progress, input_cache=decoded, **config.compute.model_dump())
-        return TrainingInputs(keep_on_device(feats, device), True, {"cache_hits": cache.hits,
-                                                                     "cache_misses": cache.misses})
+        options = {"reader_id": prep.plugin.reader_id(), "batch_size": extraction_batch(config.data.batch_size, device),
+                   "workers": loader_workers(config.data.workers, device), "device": device, "input_cache": decoded,
+                   **config.compute.model_dump()}
+        par, own = current_parallel(), FeatureCache(cache.root)
+        if par.active:  # torchrun: each process extracts its shard into the shared cache; rank 0 then reads them all
+            own.features(fusion, par.shard(paths), prep.plugin.read_image, image_size, progress=progress, **options)
+            par.wait()
+            if not par.main:
+                return TrainingInputs(torch.empty(0), True)
+        feats = cache.features(fusion, paths, prep.plugin.read_image, image_size, progress=progress, **options)
+        stats = {"cache_hits": cache.hits - own.misses, "cache_misses": cache.misses + own.misses}
+        return TrainingInputs(keep_on_device(feats, device), True, stats | ({"processes": par.world} if par.active
+                                                                            else {}))
     read = decoded.image if decoded is not None else load_image_tensor
     images = torch.stack([read(p, prep.plugin.read_image, image_size) for p in paths])
     return TrainingInputs(images, False)
@@ -149,7 +157,8 @@ def train_and_predict(ctx: RunContext, tasks: list[Task], split: Split, strategy
                          attach=not inputs.is_features)
     if inputs.is_features and ctx.model_cfg.standardize_features:
         model.fit_feature_norm(inputs.tensor, rows=split.train)
-    trainer = Trainer(model, LossComposer(tasks, strategy or config.loss.strategy), config.train)
+    trainer = Trainer(model, LossComposer(tasks, strategy or config.loss.strategy), config.train,
+                      None if inputs.is_features else current_parallel())  # features: rank 0 trains alone
     history = trainer.fit(inputs.part(ctx.records, tasks, split.train), inputs.part(ctx.records, tasks, split.val),
                           progress=ctx.progress, checkpoint=checkpoint)
     outputs = trainer.predict(inputs.part(ctx.records, tasks, split.test))
