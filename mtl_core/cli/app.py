@@ -74,7 +74,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..workflow import compare
 
     frame = compare(Path(args.dir), args.backbones, ablations=args.ablations, data=args.data, output=args.output,
-                    variants=args.variant,
+                    variants=args.variant, weightings=args.weightings, architectures=args.architectures,
                     overrides=_overrides(args),
                     allow_random=args.allow_random, say=_say, progress=_progress, overwrite=args.overwrite)
     print(f"{len(frame)} variants compared: {args.output / 'compare.csv'}, {args.output / 'compare.md'}")
@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="a named row of settings (repeat NAME to add overrides), e.g. "
                         "regression_heads:plugin_options.localisation=regression")
+    p.add_argument("--weightings", metavar="NAMES", help="loss strategies or gradient methods separated by ';', "
+                   "each a row, e.g. 'static;uncertainty;pcgrad;nash_mtl'")
+    p.add_argument("--architectures", metavar="NAMES", help="sharing architectures separated by ';', each a row, "
+                   "e.g. 'residual;mmoe;adapters'")
     p.add_argument("--data", type=Path)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -16,9 +16,11 @@ from ..config import RunConfig, load_config
 from ..errors import ConfigError, WeightsError
 from ..features import backbone_source, pretrained_available
 from ..io import atomic_write, claim_output, refuse_link, write_csv
+from ..model import ARCHITECTURES
 from ..plugins import load_plugin
 from ..registry import suggest
 from ..report import cell, markdown_cell, metric_label, section_of, shown_metrics
+from ..train import WEIGHTINGS
 from .checks import build_tasks
 from .pipeline import execute
 
@@ -36,16 +38,39 @@ ABLATIONS = {
 
 @dataclass
 class Variant:
-    """One row of a comparison."""
+    """One row of a comparison: a backbone set, an ablation (or ``--variant``), and, with ``--weightings`` /
+    ``--architectures``, a loss strategy or gradient method and a sharing architecture (None: the config's)."""
 
     backbones: list[str]
     ablation: str
+    weighting: str | None = None
+    architecture: str | None = None
 
     @property
     def slug(self) -> str:
         """Folder name of its run."""
         name = "+".join(self.backbones) + ("" if self.ablation == "none" else f"__{self.ablation}")
+        name += "".join(f"__{v}" for v in (self.weighting, self.architecture) if v)
         return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+    def overrides(self) -> list[str]:
+        """The ``--set`` items of its weighting and architecture."""
+        return ([f"loss.strategy={self.weighting}"] if self.weighting else []) + \
+            ([f"model.trunk.architecture={self.architecture}"] if self.architecture else [])
+
+
+def parse_names(spec: str | None, choices: list[str], flag: str, what: str) -> list[str | None]:
+    """``"static;pcgrad"`` (``;`` or ``,`` between names) -> ``["static", "pcgrad"]``, each checked against
+    ``choices`` ("did you mean"); no ``spec``: ``[None]`` (the config's own)."""
+    if spec is None:
+        return [None]
+    names = list(dict.fromkeys(n.strip() for n in re.split(r"[;,]", spec) if n.strip()))
+    if not names:
+        raise ConfigError(f"{flag} {spec!r} names nothing; separate names with ';', e.g. 'static;pcgrad'")
+    for name in names:
+        if name not in choices:
+            raise ConfigError(suggest(name, choices, what))
+    return list(names)
 
 
 def parse_backbones(spec: str) -> list[list[str]]:
@@ -115,6 +140,7 @@ def _columns(entry: dict[str, Any]) -> tuple[tuple[str, int], ...]:
 
 def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"backbones": "+".join(variant.backbones), "ablation": variant.ablation}
+    row |= {k: v for k, v in (("weighting", variant.weighting), ("architecture", variant.architecture)) if v}
     for name, t in metrics["tasks"].items():
         keys = ("mse", "mae", "mse_scaled", "mae_scaled") if section_of(t) == "regression" else shown_metrics(t)
         for key in keys:
@@ -128,20 +154,25 @@ def _row(variant: Variant, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
-    """compare.md: one row per variant, a column group per metrics entry, ``mean ± std`` cells."""
+    """compare.md: one row per variant, a column group per metrics entry, ``mean ± std`` cells, then Delta_m
+    against the single-task models (when the runs computed it) and the row's wall time."""
     tasks: dict[str, Any] = {}
     for metrics in results:  # every entry any row reports, in order of first appearance
         tasks.update({k: v for k, v in metrics["tasks"].items() if k not in tasks})
-    header = ["backbones", "ablation"]
+    labels = [k for k in ("backbones", "ablation", "weighting", "architecture") if rows and k in rows[0]]
+    header = list(labels)
     for name, t in tasks.items():
         header += [f"{name} {metric_label(k)}" + (f" ({t.get('unit', '')})" if k == "mae" else "")
                    for k, _ in _columns(t)]
+    header += ["Delta_m (%)", "wall (s)"]
     lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
     for row, metrics in zip(rows, results, strict=True):
-        cells = [markdown_cell(row["backbones"]), markdown_cell(row["ablation"])]  # a variant's name is the user's
+        cells = [markdown_cell(row[k]) for k in labels]  # a variant's name is the user's
         for name, t in tasks.items():
             own = metrics["tasks"].get(name)
             cells += [cell(own, k, d) if own is not None else "–" for k, d in _columns(t)]
+        delta, wall = row.get("delta_m"), row.get("wall_time_s")
+        cells += [f"{delta:+.2f}" if isinstance(delta, float) else "–", f"{wall:.0f}" if wall is not None else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "# Comparison\n\n" + "\n".join(lines) + "\n"
 
@@ -149,40 +180,46 @@ def markdown_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) ->
 def compare(target: Path, backbones: str, *, ablations: str | None = None, data: Path | None = None,
             output: Path, overrides: list[str] | None = None, allow_random: bool = False,
             say: Callable[[str], None] = print, progress: Callable | None = None,
-            variants: list[str] | None = None, overwrite: bool = False) -> pd.DataFrame:
-    """Run every (backbone set, ablation or ``--variant``) row into ``output/<row>/`` and write compare.csv / .md.
-    Rows whose runs report other entries (a variant with other tasks) leave the cells they lack empty.
+            variants: list[str] | None = None, overwrite: bool = False, weightings: str | None = None,
+            architectures: str | None = None) -> pd.DataFrame:
+    """Run every (backbone set, ablation or ``--variant``, weighting, architecture) row into ``output/<row>/`` and
+    write compare.csv / .md. Rows whose runs report other entries (a variant with other tasks) leave the cells
+    they lack empty. ``weightings`` / ``architectures``: names separated by ``;`` (``--weightings``,
+    ``--architectures``), each a row beside every ablation; None keeps the config's.
 
     ``output`` is claimed as ``mtl compare``'s (:func:`~mtl_core.io.claim_output`) and each row folder as a run
     folder of ``mtl run``; ``overwrite`` lets both write where other files are (replacing only their own)."""
     sets, names, named = parse_backbones(backbones), parse_ablations(ablations), parse_variants(variants)
     names += list(named)
+    methods = parse_names(weightings, WEIGHTINGS.names(), "--weightings", "weighting strategy")
+    shapes = parse_names(architectures, ARCHITECTURES.names(), "--architectures", "sharing architecture")
+    rows = [Variant(b, a, w, s) for b in sets for a in names for w in methods for s in shapes]
     base = load_config(target, overrides or [])
     check_backbones(sets, allow_random)
     smoothed = [t.name for t in build_tasks(load_plugin(base.plugin, base.plugin_options), base)
                 if hasattr(t, "label_smoothing")]
     with claim_output(Path(output), COMPARE_WRITER, overwrite=overwrite):
-        return _compare_rows(target, sets, names, named, base, smoothed, data=data, output=Path(output),
+        return _compare_rows(target, rows, named, base, smoothed, data=data, output=Path(output),
                              overrides=overrides or [], say=say, progress=progress, overwrite=overwrite)
 
 
-def _compare_rows(target: Path, sets: list[list[str]], names: list[str], named: dict[str, list[str]],
-                  base: RunConfig, smoothed: list[str], *, data: Path | None, output: Path, overrides: list[str],
+def _compare_rows(target: Path, variants: list[Variant], named: dict[str, list[str]], base: RunConfig,
+                  smoothed: list[str], *, data: Path | None, output: Path, overrides: list[str],
                   say: Callable[[str], None], progress: Callable | None, overwrite: bool) -> pd.DataFrame:
-    """Every row of :func:`compare` into its folder of the claimed ``output``, then compare.csv and compare.md."""
+    """Every row of :func:`compare` into its folder of the claimed ``output``, then compare.csv and compare.md.
+    With frozen backbones every row reads the same feature cache: a row costs a training, not an extraction."""
     rows, results = [], []
-    for backbone_set in sets:
-        for ablation in names:
-            variant = Variant(backbone_set, ablation)
-            say(f"== {variant.slug}")
-            start = time.perf_counter()
-            config = load_config(target, overrides + [f"model.backbones=[{','.join(backbone_set)}]", "fallback=null"]
-                                 + (named.get(ablation) or ablation_overrides(ablation, base, smoothed)))
-            refuse_link(output / variant.slug)  # a row folder is written into: never through a link
-            result = execute(config, data=data, output=output / variant.slug, say=say, progress=progress,
-                             overwrite=overwrite)
-            rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
-            results.append(result.metrics)
+    for variant in variants:
+        say(f"== {variant.slug}")
+        start = time.perf_counter()
+        config = load_config(target, overrides + [f"model.backbones=[{','.join(variant.backbones)}]", "fallback=null"]
+                             + variant.overrides()
+                             + (named.get(variant.ablation) or ablation_overrides(variant.ablation, base, smoothed)))
+        refuse_link(output / variant.slug)  # a row folder is written into: never through a link
+        result = execute(config, data=data, output=output / variant.slug, say=say, progress=progress,
+                         overwrite=overwrite)
+        rows.append(_row(variant, result.metrics) | {"wall_time_s": round(time.perf_counter() - start, 1)})
+        results.append(result.metrics)
     frame = pd.DataFrame(rows)
     write_csv(output / "compare.csv", frame)
     atomic_write(output / "compare.md", markdown_table(rows, results))  # last: it marks a finished comparison

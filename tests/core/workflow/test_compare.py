@@ -130,11 +130,12 @@ def test_the_markdown_table_shows_mean_and_spread_per_row():
     lines = markdown_table(rows, results).splitlines()
     assert lines[0] == "# Comparison"
     assert lines[2] == ("| backbones | ablation | grade F1 | grade Acc | grade Bal. Acc | size MSE [0,1] | "
-                        "size MAE [0,1] | size MAE (mm) |")
-    assert lines[3] == "|" + "---|" * 8
+                        "size MAE [0,1] | size MAE (mm) | Delta_m (%) | wall (s) |")
+    assert lines[3] == "|" + "---|" * 10
     assert lines[4] == ("| a | none | 0.600 ± 0.050 | 0.800 ± 0.100 | 0.700 ± 0.000 | 0.00160 ± 0.00040 | "
-                        "0.03125 ± 0.00500 | 1.250 ± 0.250 |")
-    assert lines[5].startswith("| a | equal_weights | 0.700 ± 0.013 |") and lines[5].endswith("| 2.500 ± 0.250 |")
+                        "0.03125 ± 0.00500 | 1.250 ± 0.250 | +2.50 | 12 |")
+    assert lines[5].startswith("| a | equal_weights | 0.700 ± 0.013 |") and lines[5].endswith("| 2.500 ± 0.250 | "
+                                                                                               "+2.50 | 13 |")
 
 
 def test_a_single_training_shows_plain_values():
@@ -143,7 +144,7 @@ def test_a_single_training_shows_plain_values():
         task["folds"] = {k: [v] for k, v in task["metrics"].items()}
     rows = [compare_module._row(Variant(["a"], "none"), metrics)]
     assert markdown_table(rows, [metrics]).splitlines()[4] == (
-        "| a | none | 0.600 | 0.800 | 0.700 | 0.00160 | 0.03125 | 1.250 |")
+        "| a | none | 0.600 | 0.800 | 0.700 | 0.00160 | 0.03125 | 1.250 | +2.50 | 1 |")
 
 
 # ---- a whole comparison with a fake run ------------------------------------------------------------------------
@@ -186,3 +187,37 @@ def test_a_variant_name_with_a_pipe_or_newline_stays_one_cell():
     table = markdown_table(rows, results).splitlines()
     body = [line for line in table if line.startswith("| a+b")]
     assert len(body) == 1 and "wide \\| deep v2" in body[0]
+
+
+# ---- --weightings and --architectures ----------------------------------------------------------------------------
+
+
+def test_weightings_and_architectures_are_checked_names():
+    assert compare_module.parse_names(None, ["a"], "--weightings", "x") == [None]
+    assert compare_module.parse_names(" static; pcgrad ,static", ["static", "pcgrad"], "--weightings", "x") == [
+        "static", "pcgrad"]
+    with pytest.raises(ConfigError, match=r"unknown weighting strategy 'pcgard'\. Did you mean 'pcgrad'"):
+        compare_module.compare(SHAPES, "test_resnet", weightings="static;pcgard", output=Path("unused"),
+                               allow_random=True, say=lambda _: None)
+    with pytest.raises(ConfigError, match=r"--architectures ' ; ' names nothing"):
+        compare_module.parse_names(" ; ", ["mmoe"], "--architectures", "sharing architecture")
+
+
+def test_compare_crosses_weightings_with_architectures(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_execute(config, *, output, **_):
+        seen.append((config.loss.strategy, config.model.trunk.architecture, output.name))
+        return SimpleNamespace(metrics=_cv_metrics(0.5, 0.01, 1.0, 1.0))
+
+    monkeypatch.setattr(compare_module, "execute", fake_execute)
+    frame = compare_module.compare(SHAPES, "test_resnet", weightings="static;pcgrad", architectures="residual;mmoe",
+                                   output=tmp_path / "cmp", allow_random=True, say=lambda _: None)
+    assert seen == [("static", "residual", "test_resnet__static__residual"),
+                    ("static", "mmoe", "test_resnet__static__mmoe"),
+                    ("pcgrad", "residual", "test_resnet__pcgrad__residual"),
+                    ("pcgrad", "mmoe", "test_resnet__pcgrad__mmoe")]
+    assert list(frame["weighting"]) == ["static", "static", "pcgrad", "pcgrad"]
+    table = (tmp_path / "cmp" / "compare.md").read_text().splitlines()
+    assert table[2].startswith("| backbones | ablation | weighting | architecture | grade F1 |")
+    assert table[6].startswith("| test_resnet | none | pcgrad | residual | 0.500 ± 0.010 |")
