@@ -40,7 +40,7 @@ _EXPORTS = {
 LAYERS = {
     "errors": 0, "registry": 1, "config": 2, "accel": 2, "distributed": 2,
     "io": 3, "tasks": 4, "data": 5, "features": 6, "model": 7,
-    "train": 8, "evaluate": 8, "plugins": 8,
+    "train": 8, "evaluate": 8, "plugins": 8, "export": 8, "explain": 8,
     "report": 9, "workflow": 10, "scaffold": 10, "cli": 11,
 }
 

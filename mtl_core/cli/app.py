@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import MTLError
+from . import export_commands
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -108,14 +109,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every task for images with a finished run."""
     # lazy: each command imports what it needs when it runs, so `mtl --help` loads no torch
     from ..io import atomic_write, csv_text
-    from ..workflow import format_table, load_run, prediction_frame, prediction_rows, run_images
+    from ..workflow import format_table
+    from ..workflow.deploy import predict_with
 
-    run = load_run(Path(args.run_dir))
-    predicted = run_images(run, [Path(p) for p in args.images])
     kind = args.format or ("table" if sys.stdout.isatty() and args.output is None else "csv")
-    frame, units = prediction_frame(run, predicted)
+    if kind == "json" and args.engine == "onnx":
+        raise MTLError("--format json describes predictions with the run's PyTorch tasks; with --engine onnx use "
+                       "--format csv or table")
+    done = predict_with(Path(args.run_dir), [Path(p) for p in args.images], args.engine, args.onnx)
+    frame, units = done.frame, done.units
     if kind == "json":
-        text = json.dumps(prediction_rows(run, predicted), indent=2) + "\n"
+        text = json.dumps(done.rows, indent=2) + "\n"
     elif kind == "table":
         text = format_table(frame, units) + "\n"
     else:
@@ -132,7 +136,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     flagged = list(frame["image"][frame["out_of_distribution"] == 1]) if "out_of_distribution" in frame else []
     if flagged:
         print(f"WARNING: {len(flagged)} image(s) lie far from the training images (out-of-distribution score > 1: "
-              f"farther than {100 * run.check.quantile:g}% of held-out cases); do not trust their predictions: "
+              f"farther than {100 * done.quantile:g}% of held-out cases); do not trust their predictions: "
               f"{', '.join(flagged)}", file=sys.stderr)
     return 0
 
@@ -299,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every task's prediction with its unit; table: aligned for reading (default on a terminal)")
     p.add_argument("--output", type=Path, help="write to this file instead of the standard output (csv: and the "
                                                "columns' units to FILE_STEM.units.csv beside it)")
+    export_commands.add_engine_options(p)
     p.set_defaults(func=cmd_predict)
+    export_commands.add_commands(sub)
     p = sub.add_parser("plugins", help="list installed plugins; 'plugins check NAME' checks one")
     p.set_defaults(func=cmd_plugins)
     check = p.add_subparsers(dest="plugins_command").add_parser("check", help="run a plugin through the checks "

@@ -35,7 +35,7 @@ class LoadedRun:
     check: DistanceCheck | None = None  # out-of-distribution check calibrated when the run was trained
 
 
-def _reader(plugin_name: str):
+def plugin_reader(plugin_name: str):
     """The plugin's image reader when it is installed; plugins named by a file path are never loaded here, and a
     run saved from the library without a plugin reads with the core reader."""
     if not plugin_name or ".py:" in plugin_name or plugin_name.endswith(".py"):
@@ -56,7 +56,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     """
     saved = read_run_model(Path(run_dir))
     schema, state = saved.schema, saved.state
-    reader = _reader(str(schema.get("plugin", "")))  # first: importing the plugin registers its task kinds
+    reader = plugin_reader(str(schema.get("plugin", "")))  # first: importing the plugin registers its task kinds
     try:
         tasks = [task_from_schema(t) for t in schema["tasks"]]
         model_cfg = ModelConfig.model_validate(schema["model"])

@@ -1,0 +1,168 @@
+"""Where a model looked: a saliency map per image and task.
+
+A global task (classification, binary, regression) gets Grad-CAM (Selvaraju et al. 2017) or Grad-CAM++
+(Chattopadhay et al. 2018) from :mod:`monai.visualize` on the last feature map of each backbone, for the score
+of one class (the predicted one unless asked) or of the regressed value; the maps of the backbones, each scaled
+to [0, 1], are averaged (the fusion's view). A point task shows its own heatmap: the per-cell presence
+probability, brought to the image's size.
+
+Frozen backbones take part too: their weights stay fixed, only the gradient with respect to their activations is
+read (the image is made to require a gradient so that it flows through them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import RunError
+from ..features import Backbone
+from ..model import MultiTaskModel
+from ..registry import suggest
+from ..tasks import BinaryTask, ClassTask, Task
+
+METHODS = ("gradcam", "gradcampp")
+
+
+class ExplainError(RunError):
+    """A saliency map that cannot be made (an unknown task or class, a backbone without a feature map)."""
+
+
+@dataclass(frozen=True)
+class Saliency:
+    """One image's map for one task.
+
+    Attributes:
+        task: the task's name.
+        target: what the map explains: a class name, "value" (regression) or "heatmap" (a point task).
+        map: (H, W) float32 in [0, 1], at the input image's size.
+        method: "gradcam", "gradcampp" or "heatmap".
+    """
+
+    task: str
+    target: str
+    map: np.ndarray
+    method: str
+
+
+class _TaskScores(nn.Module):
+    """Images -> the scores one task's map explains (B, K): class logits (a binary task's as [-z, z], so class
+    indices match its class names), or the regressed value (B, 1)."""
+
+    def __init__(self, model: MultiTaskModel, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.model(images)[self.task.name].float()
+        if isinstance(self.task, BinaryTask):
+            z = out.reshape(-1, 1)
+            return torch.cat([-z, z], dim=1)  # (B, 2)
+        return out.reshape(len(images), -1)  # (B, K) or (B, 1)
+
+
+def feature_layer(backbone: Backbone) -> str:
+    """The name (inside the backbone's network) of the module whose output is its last feature map."""
+    net = backbone.model
+    info = getattr(net, "feature_info", None)
+    if info is not None and len(info):
+        return str(info[-1]["module"])
+    names = dict(net.named_modules())
+    for name in ("stages", "features", "layer4"):
+        if name in names:
+            module = names[name]
+            return f"{name}.{len(module) - 1}" if name == "stages" and isinstance(module, nn.Sequential) else name
+    raise ExplainError(f"backbone {backbone.info.name!r} ({type(net).__name__}) names no last feature map that "
+                       f"Grad-CAM could read; use a timm backbone")
+
+
+def find_task(tasks: list[Task], name: str) -> Task:
+    """The task called ``name``, or one line with the close names."""
+    for task in tasks:
+        if task.name == name:
+            return task
+    raise ExplainError(suggest(name, [t.name for t in tasks], "task"))
+
+
+def class_index(task: Task, wanted: str | None) -> int | None:
+    """The index of class ``wanted`` (a name or a number) of a class task; None: the predicted class."""
+    if wanted is None:
+        return None
+    if not isinstance(task, ClassTask):
+        raise ExplainError(f"task {task.name!r} is a {task.kind} task without classes; leave out --class")
+    if wanted in task.classes:
+        return task.classes.index(wanted)
+    if wanted.isdigit() and int(wanted) < len(task.classes):
+        return int(wanted)
+    raise ExplainError(suggest(wanted, list(task.classes), f"class of task {task.name!r}"))
+
+
+def saliency(model: MultiTaskModel, task: Task, image: torch.Tensor, wanted: str | None = None,
+             method: str = "gradcam") -> Saliency:
+    """The map of ``task`` for one image (1, C, S, S) in [0, 1] (see the module docstring).
+
+    Raises:
+        ExplainError: an unknown method or class, or a backbone without a feature map.
+    """
+    if method not in METHODS:
+        raise ExplainError(suggest(method, list(METHODS), "saliency method"))
+    model.eval()
+    if task.spatial:
+        return Saliency(task.name, "heatmap", _heatmap(model, task, image), "heatmap")
+    index = class_index(task, wanted)
+    with torch.no_grad():
+        scores = _TaskScores(model, task)(image)
+    if index is None:
+        index = int(scores.argmax(dim=1)[0]) if isinstance(task, ClassTask) else 0
+    target = task.classes[index] if isinstance(task, ClassTask) else "value"
+    return Saliency(task.name, target, _grad_cam(model, task, image, index, method), method)
+
+
+def _heatmap(model: MultiTaskModel, task: Task, image: torch.Tensor) -> np.ndarray:
+    """A point task's presence probability per cell, bilinearly brought to the image's size: (H, W)."""
+    with torch.no_grad():
+        heat = torch.sigmoid(model(image)[task.name][:, :1].float())  # (1, 1, S, S)
+        heat = F.interpolate(heat, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return heat[0, 0].clamp(0, 1).numpy().astype(np.float32)
+
+
+def _grad_cam(model: MultiTaskModel, task: Task, image: torch.Tensor, index: int, method: str) -> np.ndarray:
+    """The mean over backbones of each backbone's Grad-CAM (++) map scaled to [0, 1]: (H, W)."""
+    from monai.visualize import GradCAM, GradCAMpp  # lazy: monai is imported by the commands that draw maps only
+
+    scores = _TaskScores(model, task)
+    layers = [f"model.fusion.backbones.{i}.model.{feature_layer(b)}" for i, b in enumerate(model.fusion.backbones)]
+    cam = (GradCAMpp if method == "gradcampp" else GradCAM)(scores, target_layers=layers, postprocessing=_scale)
+    maps = []
+    with _gradients_through(model), torch.enable_grad():
+        for layer in range(len(layers)):
+            x = image.detach().clone().requires_grad_(True)
+            maps.append(cam(x, class_idx=index, layer_idx=layer)[0, 0].detach().float())
+    fused = torch.stack(maps).mean(dim=0)
+    return _scale(fused[None, None])[0, 0].numpy().astype(np.float32)
+
+
+def _scale(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (B, 1, H, W) scaled to [0, 1] by its own minimum and maximum (zero where it is flat)."""
+    low = maps.flatten(1).min(dim=1).values.view(-1, 1, 1, 1)
+    span = maps.flatten(1).max(dim=1).values.view(-1, 1, 1, 1) - low
+    return torch.where(span > 0, (maps - low) / span.clamp(min=1e-12), torch.zeros_like(maps))
+
+
+@contextlib.contextmanager
+def _gradients_through(model: MultiTaskModel) -> Iterator[None]:
+    """Let gradients flow through frozen backbones (they stay in eval mode and their weights are not touched)."""
+    fusion = model.fusion
+    frozen = fusion.frozen
+    fusion.frozen = False
+    try:
+        yield
+    finally:
+        fusion.frozen = frozen
+        model.zero_grad(set_to_none=True)

@@ -1,0 +1,111 @@
+"""``mtl explain``: saliency overlays of a finished run for images, per task; and the few overlays per task that
+report.html shows beside the prediction and the truth."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import load_image_tensor
+from ..errors import RunError
+from ..explain import Saliency, find_task, saliency, write_overlay
+from ..tasks import Task
+from .predict import LoadedRun, load_run
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One written overlay: the image, the task, what the map explains and the PNG file."""
+
+    image: str
+    task: str
+    target: str
+    method: str
+    file: Path
+
+
+def explain_images(run_dir: Path, images: list[Path], task: str, output: Path, wanted: str | None = None,
+                   method: str = "gradcam", run: LoadedRun | None = None) -> list[Overlay]:
+    """Write one overlay PNG per image for ``task`` into ``output`` (``<image stem>.<task>.png``).
+
+    Args:
+        wanted: the class to explain (name or index); None: each image's predicted class.
+        method: "gradcam" or "gradcampp" (a point task always shows its heatmap).
+        run: the run already loaded (else read from ``run_dir``).
+
+    Raises:
+        RunError: no images, an unknown task, class or method, or an output folder that cannot be written.
+    """
+    if not images:
+        raise RunError("no images to explain: give one or more image files")
+    run = run if run is not None else load_run(Path(run_dir))
+    chosen = find_task(run.tasks, task)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for path in images:
+        tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)
+        found = saliency(run.model, chosen, tensor, wanted, method)
+        name = _unique(f"{_safe(Path(path).stem)}.{chosen.name}.png", used)
+        file = write_overlay(output / name, tensor[0].numpy(), found.map)
+        written.append(Overlay(str(path), chosen.name, found.target, found.method, file))
+    return written
+
+
+def _safe(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "image"
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``name`` with a counter when two images share a stem."""
+    candidate, i = name, 1
+    while candidate in used:
+        i += 1
+        candidate = name.replace(".png", f"-{i}.png")
+    used.add(candidate)
+    return candidate
+
+
+def maps_for(run: LoadedRun, image: Path, task: str, method: str = "gradcam") -> tuple[np.ndarray, Saliency]:
+    """The input image (C, S, S) and its map for ``task`` (for tests and reports that draw their own)."""
+    tensor = load_image_tensor(Path(image), run.reader, run.image_size).unsqueeze(0)
+    return tensor[0].numpy(), saliency(run.model, find_task(run.tasks, task), tensor, None, method)
+
+
+def report_overlays(run_dir: Path, predictions: pd.DataFrame, images: dict[str, Path], per_task: int = 3,
+                    method: str = "gradcam") -> dict[str, list[dict[str, str]]]:
+    """Overlays of the first ``per_task`` held-out cases for every task, written to ``run_dir/figures/saliency``,
+    with the prediction and the truth from ``predictions`` (``predictions.csv``'s rows): {task: [{"file", "id",
+    "prediction", "truth", "target"}]} for report.html. The model is rebuilt from the run folder, so a frozen run
+    (trained on cached features) builds the backbones it needs here."""
+    if per_task <= 0 or predictions.empty:
+        return {}
+    run = load_run(Path(run_dir))
+    folder = Path(run_dir) / "figures" / "saliency"
+    folder.mkdir(parents=True, exist_ok=True)
+    shown: dict[str, list[dict[str, str]]] = {}
+    ids = [str(i) for i in predictions["id"] if str(i) in images][:per_task]
+    rows = predictions.assign(id=predictions["id"].astype(str)).set_index("id")
+    for task in run.tasks:
+        for case in ids:
+            tensor = load_image_tensor(images[case], run.reader, run.image_size).unsqueeze(0)
+            found = saliency(run.model, task, tensor, None, method)
+            file = write_overlay(folder / f"{_safe(case)}.{task.name}.png", tensor[0].numpy(), found.map)
+            shown.setdefault(task.name, []).append({
+                "file": str(file.relative_to(run_dir)), "id": case, "target": found.target,
+                "prediction": _cell(rows, case, task, "pred"), "truth": _cell(rows, case, task, "true")})
+    return shown
+
+
+def _cell(rows: pd.DataFrame, case: str, task: Task, which: str) -> str:
+    """A task's value(s) for one case from predictions.csv's columns (``<task>_pred``, a point task's ``x_pred``,
+    ``y_pred``...), as text; "-" where missing."""
+    blank = np.full((1,) if task.target_width == 1 else (1, task.target_width), np.nan)
+    columns = [c for c in task.table_columns(blank, which) if c in rows.columns]
+    values = [rows.at[case, c] for c in columns]
+    return ", ".join("-" if pd.isna(v) or v == "" else (f"{v:.3g}" if isinstance(v, float) else str(v))
+                     for v in values) or "-"
