@@ -85,7 +85,7 @@ class MultiTaskModel(nn.Module):
 
     def _maps(self, features: torch.Tensor) -> torch.Tensor:
         """Flattened maps (B, C * S * S) -> standardised maps (B, C, S, S) in float32."""
-        maps = features.float().view(len(features), *self.map_shape)
+        maps = features.float().view(-1, *self.map_shape)  # -1, not len(): a traced graph keeps its batch axis
         return (maps - self.map_mean.view(1, -1, 1, 1)) / self.map_std.view(1, -1, 1, 1)
 
     @staticmethod
