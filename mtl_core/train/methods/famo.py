@@ -40,28 +40,29 @@ class FAMO(Weighting):
     def forward(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not torch.is_grad_enabled():
             return {n: torch.tensor(1.0) for n in losses}
-        index = torch.tensor([self.names.index(n) for n in losses])
-        now = torch.stack([v.detach().double().cpu() for v in losses.values()]).clamp(min=1e-8)
+        device = self.logits.device  # the buffers' (the composer's) device
+        index = torch.tensor([self.names.index(n) for n in losses], device=device)
+        now = torch.stack([v.detach().double().to(device) for v in losses.values()]).clamp(min=1e-8)
         self._learn(index, now)
-        self.previous[index] = now.to(self.previous.device)
-        z = torch.softmax(self.logits[index].cpu(), dim=0)
+        self.previous[index] = now
+        z = torch.softmax(self.logits[index], dim=0)
         c = (z / now).sum()
         return {n: (z[i] / (c * now[i])).float() for i, n in enumerate(losses)}
 
     def _learn(self, index: torch.Tensor, now: torch.Tensor) -> None:
         """One Adam step of the logits from the decrease of the tasks seen in the previous and this batch."""
-        before = self.previous[index].cpu()
+        before = self.previous[index]
         seen = ~before.isnan()
         if int(seen.sum()) < 2:
             return
         part = index[seen]
         delta = before[seen].log() - now[seen].log()
-        z = torch.softmax(self.logits[part].cpu(), dim=0)
-        grad = z * (delta - (z * delta).sum()) + self.gamma * self.logits[part].cpu()  # J_softmax^T delta + decay
+        z = torch.softmax(self.logits[part], dim=0)
+        grad = z * (delta - (z * delta).sum()) + self.gamma * self.logits[part]  # J_softmax^T delta + decay
         self.adam_step += 1
         step = float(self.adam_step)
-        m = 0.9 * self.adam_m[part].cpu() + 0.1 * grad
-        v = 0.999 * self.adam_v[part].cpu() + 0.001 * grad ** 2
+        m = 0.9 * self.adam_m[part] + 0.1 * grad
+        v = 0.999 * self.adam_v[part] + 0.001 * grad ** 2
         self.adam_m[part], self.adam_v[part] = m, v
         update = self.lr * (m / (1 - 0.9 ** step)) / ((v / (1 - 0.999 ** step)).sqrt() + 1e-8)
-        self.logits[part] = self.logits[part].cpu() - update
+        self.logits[part] = self.logits[part] - update

@@ -34,14 +34,16 @@ class GradNorm(GradientWeighting):
         self.register_buffer("initial_losses", torch.full((len(tasks),), float("nan"), dtype=torch.float64))
 
     def combine(self, grads: torch.Tensor, losses: torch.Tensor, names: list[str]) -> Combination:
-        index = torch.tensor([self.names.index(n) for n in names])
+        device = self.task_weights.device  # the buffers' (the composer's) device
+        index = torch.tensor([self.names.index(n) for n in names], device=device)
+        losses = losses.double().to(device)
         first = self.initial_losses[index]
-        self.initial_losses[index] = torch.where(first.isnan(), losses.double().cpu(), first)
+        self.initial_losses[index] = torch.where(first.isnan(), losses, first)
         w = self.task_weights[index].clone()
-        direction = (w.to(grads.dtype).to(grads.device) @ grads)
-        self.task_weights[index] = self.updated_weights(w, grads.double().norm(dim=1).cpu(),
-                                                        losses.double().cpu() / self.initial_losses[index])
-        return Combination(direction, w.float())
+        direction = w.to(grads) @ grads
+        self.task_weights[index] = self.updated_weights(w, grads.double().norm(dim=1).to(device),
+                                                        losses / self.initial_losses[index])
+        return Combination(direction, w.float().cpu())
 
     def updated_weights(self, w: torch.Tensor, norms: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
         """One GradNorm step on the weights ``w`` (T,) given the gradient norms ``|g_t|`` and ``L_t / L_t(0)``."""
