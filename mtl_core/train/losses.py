@@ -1,7 +1,8 @@
 """Weighted-loss composition: ``total = sum_t lambda_t * L_t`` (the paper's eq. 8) with pluggable weightings.
 
 A weighting strategy is a small ``nn.Module`` in :data:`WEIGHTINGS`: given the per-task losses it returns the
-weights. It never calls ``backward`` itself; the trainer does.
+weights. It never calls ``backward`` itself; the trainer does. Methods that combine per-task gradients instead
+(PCGrad, MGDA, Nash-MTL, ...) share this registry: :mod:`.gradients`, one module each in :mod:`.methods`.
 """
 
 from __future__ import annotations
