@@ -30,6 +30,7 @@ from ..data import Records, holdout_split, kfold_splits
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
 from ..features import check_features_fit, create_fusion, pretrained_available, recall_fusion
 from ..io import build_folder_once, cache_dir, image_limits
+from ..model import ARCHITECTURES
 from ..plugins import Plugin, load_plugin
 from ..registry import suggest
 from ..tasks import Task
@@ -279,6 +280,7 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print, 
     plugin = load_plugin(config.plugin, config.plugin_options)
     tasks = build_tasks(plugin, config)  # config mistakes about tasks fail before any data is read
     WEIGHTINGS.get(config.loss.strategy)
+    ARCHITECTURES.get(config.model.trunk.architecture)  # a typo fails here, not after extraction
     check_device(config.train.device)
     image_limits()  # a nonsense MTL_MAX_IMAGE_PIXELS fails here, not only when an uncached image is decoded
     model, image_size, fallback = check_model(config, tasks)

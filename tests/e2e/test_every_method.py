@@ -38,7 +38,9 @@ def test_every_method_and_architecture_trains_the_jsrt_example(phantom, cache_en
         assert all(w == w for w in weights.values()) and any(w > 0 for w in weights.values()), (name, weights)
 
 
-def test_validate_names_the_available_strategies_on_a_typo(cache_env):
+def test_validate_names_the_available_strategies_and_architectures_on_a_typo(cache_env):
     done = mtl("validate", str(EXAMPLE), "--set", "loss.strategy=nash_mlt", *FAST, env=cache_env)
     assert done.returncode == 2
     assert "Did you mean 'nash_mtl'" in done.stderr and "pcgrad" in done.stderr and "Traceback" not in done.stderr
+    done = mtl("validate", str(EXAMPLE), "--set", "model.trunk.architecture=mmeo", *FAST, env=cache_env)
+    assert done.returncode == 2 and "Did you mean 'mmoe'? Available: adapters, mmoe, residual" in done.stderr
