@@ -202,6 +202,9 @@ class EvaluationConfig(Strict):
                               "validation part: 'youden' (maximal sensitivity + specificity - 1) or 'sensitivity:S' "
                               "(the highest whose sensitivity is at least S, e.g. sensitivity:0.9); one per class "
                               "against the rest for a classification task")
+    saliency_images: int = Field(
+        3, ge=0, le=16, description="report.html: saliency overlays (Grad-CAM; a point task's heatmap) of this many "
+                                    "held-out images per task, beside their prediction and truth; 0: none")
 
     @field_validator("threshold")
     @classmethod

@@ -4,7 +4,7 @@ fused; a point task's own heatmap; overlays drawn on the images."""
 from __future__ import annotations
 
 from .overlay import overlay, write_overlay
-from .saliency import METHODS, ExplainError, Saliency, class_index, feature_layer, find_task, saliency
+from .saliency import METHODS, ExplainError, Saliency, class_index, feature_layer, find_task, saliency, saliency_maps
 
 __all__ = ["METHODS", "ExplainError", "Saliency", "class_index", "feature_layer", "find_task", "overlay", "saliency",
-           "write_overlay"]
+           "saliency_maps", "write_overlay"]

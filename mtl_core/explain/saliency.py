@@ -110,42 +110,59 @@ def saliency(model: MultiTaskModel, task: Task, image: torch.Tensor, wanted: str
     Raises:
         ExplainError: an unknown method or class, or a backbone without a feature map.
     """
+    return saliency_maps(model, task, image, wanted, method)[0]
+
+
+def saliency_maps(model: MultiTaskModel, task: Task, images: torch.Tensor, wanted: str | None = None,
+                  method: str = "gradcam") -> list[Saliency]:
+    """The maps of ``task`` for a batch (B, C, S, S) in [0, 1]: one pass per backbone for all the images that
+    explain the same class (MONAI's CAM scores one class index per call).
+
+    Raises:
+        ExplainError: an unknown method or class, or a backbone without a feature map.
+    """
     if method not in METHODS:
         raise ExplainError(suggest(method, list(METHODS), "saliency method"))
     model.eval()
     if task.spatial:
-        return Saliency(task.name, "heatmap", _heatmap(model, task, image), "heatmap")
+        return [Saliency(task.name, "heatmap", m, "heatmap") for m in _heatmaps(model, task, images)]
     index = class_index(task, wanted)
     with torch.no_grad():
-        scores = _TaskScores(model, task)(image)
-    if index is None:
-        index = int(scores.argmax(dim=1)[0]) if isinstance(task, ClassTask) else 0
-    target = task.classes[index] if isinstance(task, ClassTask) else "value"
-    return Saliency(task.name, target, _grad_cam(model, task, image, index, method), method)
+        scores = _TaskScores(model, task)(images)  # (B, K)
+    indices = scores.argmax(dim=1).tolist() if index is None and isinstance(task, ClassTask) else \
+        [index or 0] * len(images)
+    maps: list[np.ndarray | None] = [None] * len(images)
+    for target in sorted(set(indices)):
+        rows = [i for i, j in enumerate(indices) if j == target]
+        for row, found in zip(rows, _grad_cam(model, task, images[rows], target, method), strict=True):
+            maps[row] = found
+    return [Saliency(task.name, task.classes[j] if isinstance(task, ClassTask) else "value", m, method)
+            for j, m in zip(indices, maps, strict=True)]
 
 
-def _heatmap(model: MultiTaskModel, task: Task, image: torch.Tensor) -> np.ndarray:
-    """A point task's presence probability per cell, bilinearly brought to the image's size: (H, W)."""
+def _heatmaps(model: MultiTaskModel, task: Task, images: torch.Tensor) -> np.ndarray:
+    """A point task's presence probability per cell, bilinearly brought to the images' size: (B, H, W)."""
     with torch.no_grad():
-        heat = torch.sigmoid(model(image)[task.name][:, :1].float())  # (1, 1, S, S)
-        heat = F.interpolate(heat, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    return heat[0, 0].clamp(0, 1).numpy().astype(np.float32)
+        heat = torch.sigmoid(model(images)[task.name][:, :1].float())  # (B, 1, S, S)
+        heat = F.interpolate(heat, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return heat[:, 0].clamp(0, 1).numpy().astype(np.float32)
 
 
-def _grad_cam(model: MultiTaskModel, task: Task, image: torch.Tensor, index: int, method: str) -> np.ndarray:
-    """The mean over backbones of each backbone's Grad-CAM (++) map scaled to [0, 1]: (H, W)."""
+def _grad_cam(model: MultiTaskModel, task: Task, images: torch.Tensor, index: int, method: str) -> np.ndarray:
+    """The mean over backbones of each backbone's Grad-CAM (++) map of score ``index``, each scaled to [0, 1]:
+    (B, H, W)."""
     from monai.visualize import GradCAM, GradCAMpp  # lazy: monai is imported by the commands that draw maps only
 
-    scores = _TaskScores(model, task)
+    scores = _TaskScores(model, task).eval()  # MONAI puts a module in training mode after it if it found it there
     layers = [f"model.fusion.backbones.{i}.model.{feature_layer(b)}" for i, b in enumerate(model.fusion.backbones)]
-    cam = (GradCAMpp if method == "gradcampp" else GradCAM)(scores, target_layers=layers, postprocessing=_scale)
     maps = []
-    with _gradients_through(model), torch.enable_grad():
+    with _gradients_through(model), _hooks_removed(scores, layers), torch.enable_grad():
+        cam = (GradCAMpp if method == "gradcampp" else GradCAM)(scores, target_layers=layers, postprocessing=_scale)
         for layer in range(len(layers)):
-            x = image.detach().clone().requires_grad_(True)
-            maps.append(cam(x, class_idx=index, layer_idx=layer)[0, 0].detach().float())
+            x = images.detach().clone().requires_grad_(True)
+            maps.append(cam(x, class_idx=index, layer_idx=layer).detach().float())  # (B, 1, H, W)
     fused = torch.stack(maps).mean(dim=0)
-    return _scale(fused[None, None])[0, 0].numpy().astype(np.float32)
+    return _scale(fused)[:, 0].numpy().astype(np.float32)
 
 
 def _scale(maps: torch.Tensor) -> torch.Tensor:
@@ -158,11 +175,29 @@ def _scale(maps: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def _gradients_through(model: MultiTaskModel) -> Iterator[None]:
     """Let gradients flow through frozen backbones (they stay in eval mode and their weights are not touched)."""
-    fusion = model.fusion
+    fusion, training = model.fusion, model.training
     frozen = fusion.frozen
     fusion.frozen = False
     try:
         yield
     finally:
         fusion.frozen = frozen
+        model.train(training)
         model.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def _hooks_removed(module: nn.Module, names: list[str]) -> Iterator[None]:
+    """Remove on exit the hooks that MONAI's CAM registers on the ``names`` submodules of ``module`` (it keeps no
+    handles): without this every map would leave two hooks, and the tensors they hold, on the model."""
+    modules = dict(module.named_modules())
+    targets = [modules[n] for n in names if n in modules]
+    before = [(set(m._forward_hooks), set(m._backward_hooks)) for m in targets]
+    try:
+        yield
+    finally:
+        for m, (forward, backward) in zip(targets, before, strict=True):
+            for key in set(m._forward_hooks) - forward:
+                del m._forward_hooks[key]
+            for key in set(m._backward_hooks) - backward:
+                del m._backward_hooks[key]

@@ -125,8 +125,29 @@ def _figure_html(path: Path) -> str:
             f"<figcaption>{text}</figcaption></figure>")
 
 
-def write_html(run_dir: Path, markdown_text: str, figures: list[Path]) -> Path:
-    """Write ``run_dir/report.html``: ``markdown_text`` as HTML, then every figure embedded, and return its path.
+def _saliency_html(run_dir: Path, saliency: dict[str, list[dict[str, str]]]) -> list[str]:
+    """The "Where the model looked" section: per task a row of overlays (``file`` relative to ``run_dir``), each
+    with its case, what the map explains, the model's prediction and the truth."""
+    parts = ["<h2>Where the model looked</h2>",
+             "<p>Grad-CAM on each backbone's last feature map, fused (a point task: its own heatmap), for a few "
+             "held-out images; <code>mtl explain</code> draws them for any image.</p>"]
+    for task, shown in saliency.items():
+        parts.append(f"<h3>{escape(task)}</h3><div>")
+        for item in shown:
+            data = base64.b64encode((Path(run_dir) / item["file"]).read_bytes()).decode("ascii")
+            text = (f"{escape(item['id'])}: map of {escape(item['target'])}; predicted {escape(item['prediction'])}"
+                    f", truth {escape(item['truth'])}")
+            parts.append(f'<figure style="display:inline-block;width:220px;vertical-align:top">'
+                         f'<img src="data:image/png;base64,{data}" alt="{text}" style="width:100%;'
+                         f'image-rendering:pixelated"><figcaption>{text}</figcaption></figure>')
+        parts.append("</div>")
+    return parts
+
+
+def write_html(run_dir: Path, markdown_text: str, figures: list[Path],
+               saliency: dict[str, list[dict[str, str]]] | None = None) -> Path:
+    """Write ``run_dir/report.html``: ``markdown_text`` as HTML, then every figure embedded, then the saliency
+    overlays (``saliency``: task -> [{"file", "id", "target", "prediction", "truth"}]), and return its path.
 
     Example:
         >>> write_html(Path("runs/demo"), Path("runs/demo/report.md").read_text(),
@@ -140,6 +161,8 @@ def write_html(run_dir: Path, markdown_text: str, figures: list[Path]) -> Path:
              markdown_to_html(markdown_text)]
     if figures:
         parts += ["<h2>Figures</h2>"] + [_figure_html(p) for p in figures]
+    if saliency:
+        parts += _saliency_html(run_dir, saliency)
     parts += ["</body>", "</html>", ""]
     path = Path(run_dir) / "report.html"
     atomic_write(path, "\n".join(parts))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..data import load_image_tensor
 from ..errors import RunError
-from ..explain import Saliency, find_task, saliency, write_overlay
+from ..explain import Saliency, find_task, saliency, saliency_maps, write_overlay
 from ..tasks import Task
 from .predict import LoadedRun, load_run
 
@@ -78,30 +79,45 @@ def maps_for(run: LoadedRun, image: Path, task: str, method: str = "gradcam") ->
 
 def report_overlays(run_dir: Path, predictions: pd.DataFrame, images: dict[str, Path], per_task: int = 3,
                     method: str = "gradcam") -> dict[str, list[dict[str, str]]]:
-    """Overlays of the first ``per_task`` held-out cases for every task, written to ``run_dir/figures/saliency``,
-    with the prediction and the truth from ``predictions`` (``predictions.csv``'s rows): {task: [{"file", "id",
-    "prediction", "truth", "target"}]} for report.html. The model is rebuilt from the run folder, so a frozen run
-    (trained on cached features) builds the backbones it needs here."""
-    if per_task <= 0 or predictions.empty:
+    """Overlays of the first ``per_task`` held-out cases (rows of ``predictions.csv``) for every task, written as
+    ``run_dir/figures/saliency_<case>_<task>.png``: {task: [{"file", "id", "target", "prediction", "truth"}]} for
+    report.html. The prediction is the saved model's own for that image (the one the map explains), the truth
+    predictions.csv's. The model is rebuilt from the run folder, so a frozen run (trained on cached features)
+    builds its backbones here."""
+    ids = list(dict.fromkeys(str(i) for i in predictions["id"] if str(i) in images))[:per_task] \
+        if per_task > 0 and "id" in predictions else []
+    if not ids:
         return {}
     run = load_run(Path(run_dir))
-    folder = Path(run_dir) / "figures" / "saliency"
+    folder = Path(run_dir) / "figures"  # flat: a fresh claim of the run folder clears figures/*.png
     folder.mkdir(parents=True, exist_ok=True)
+    rows = predictions.assign(id=predictions["id"].astype(str)).drop_duplicates("id").set_index("id")
+    batch = torch.stack([load_image_tensor(images[case], run.reader, run.image_size) for case in ids])  # (N, C, S, S)
+    with torch.no_grad():
+        outputs = run.model(batch)
     shown: dict[str, list[dict[str, str]]] = {}
-    ids = [str(i) for i in predictions["id"] if str(i) in images][:per_task]
-    rows = predictions.assign(id=predictions["id"].astype(str)).set_index("id")
     for task in run.tasks:
-        for case in ids:
-            tensor = load_image_tensor(images[case], run.reader, run.image_size).unsqueeze(0)
-            found = saliency(run.model, task, tensor, None, method)
-            file = write_overlay(folder / f"{_safe(case)}.{task.name}.png", tensor[0].numpy(), found.map)
+        for i, (case, found) in enumerate(zip(ids, saliency_maps(run.model, task, batch, None, method), strict=True)):
+            file = write_overlay(folder / f"saliency_{_safe(case)}_{task.name}.png", batch[i].numpy(), found.map)
             shown.setdefault(task.name, []).append({
-                "file": str(file.relative_to(run_dir)), "id": case, "target": found.target,
-                "prediction": _cell(rows, case, task, "pred"), "truth": _cell(rows, case, task, "true")})
+                "file": file.relative_to(run_dir).as_posix(), "id": case, "target": found.target,
+                "prediction": _said(task.describe_prediction(outputs[task.name][i:i + 1])),
+                "truth": _cell(rows, case, task)})
     return shown
 
 
-def _cell(rows: pd.DataFrame, case: str, task: Task, which: str) -> str:
+def _said(described: dict) -> str:
+    """:meth:`Task.describe_prediction` as short text: ``malignant (p 0.81)``, ``12.3 mm``, ``x 40.1, y 22.0``."""
+    if "prediction" in described:
+        value = described["prediction"]
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        extra = f" (p {described['probability']:.2f})" if "probability" in described else \
+            f" {described.get('unit', '')}".rstrip()
+        return text + extra
+    return ", ".join(f"{k} {v:.3g}" for k, v in described.items() if isinstance(v, float) and not k.endswith("unit"))
+
+
+def _cell(rows: pd.DataFrame, case: str, task: Task, which: str = "true") -> str:
     """A task's value(s) for one case from predictions.csv's columns (``<task>_pred``, a point task's ``x_pred``,
     ``y_pred``...), as text; "-" where missing."""
     blank = np.full((1,) if task.target_width == 1 else (1, task.target_width), np.nan)

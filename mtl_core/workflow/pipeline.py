@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import yaml
 from ..config import RunConfig
 from ..data import Split, small_strata
 from ..distributed import Parallel, current_parallel, session
+from ..errors import MTLError
 from ..evaluate import fit_check
 from ..features import BackboneFusion, library_versions
 from ..io import atomic_write, claim_output, write_csv, write_json, write_run_model
@@ -22,6 +24,7 @@ from ..plugins import plugin_version
 from ..report import CaseImages, console_table, markdown_report, write_figures, write_html
 from ..train import RunCheckpoints, open_run_checkpoints, reading_checkpoints, training_key
 from .crossval import FoldResult, aggregate, delta_m, run_folds, strata_breakdown
+from .explaining import report_overlays
 from .run import (
     Fitted,
     RunContext,
@@ -33,6 +36,8 @@ from .run import (
     prepare,
     train_and_predict,
 )
+
+log = logging.getLogger(__name__)
 
 #: the writer ``mtl run`` records in the marker of its run folders (io/output_folder.py)
 RUN_WRITER = "mtl run"
@@ -223,7 +228,8 @@ def _write_run(ctx: RunContext, out: Path, trained: Trained, metrics: dict[str, 
     write_json(out / "split.json", [r.fitted.split.to_json(prep.records.ids) for r in trained.results])
     write_csv(out / "predictions.csv", trained.predictions)
     write_report(out, prep.tasks, metrics, trained.predictions, histories,
-                 CaseImages.from_records(prep.records, prep.plugin.read_image))
+                 CaseImages.from_records(prep.records, prep.plugin.read_image),
+                 saliency=ctx.config.evaluation.saliency_images)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
@@ -237,12 +243,25 @@ def _saved_state(ctx: RunContext, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_report(out: Path, tasks: list, metrics: dict[str, Any], predictions: pd.DataFrame, histories: list,
-                 images: CaseImages | None = None) -> None:
+                 images: CaseImages | None = None, saliency: int = 0) -> None:
     """``report.md``, the figures (of every task, and of every component entry by its own kind) and the
-    self-contained ``report.html`` (when the figure modules are available) of a run folder."""
+    self-contained ``report.html`` (when the figure modules are available) of a run folder, with the saliency
+    overlays of ``saliency`` held-out images per task (the model files must be written already)."""
     report = markdown_report(metrics["run"], metrics, [t.describe() for t in tasks])
     atomic_write(out / "report.md", report)
     components = [{"name": name, "kind": e["kind"], "unit": e.get("unit", "")} for name, e in metrics["tasks"].items()
                   if "part_of" in e]
     figures = write_figures(out, [t.describe() for t in tasks] + components, predictions, histories, images)
-    write_html(out, report, figures)
+    write_html(out, report, figures, _overlays(out, predictions, images, saliency))
+
+
+def _overlays(out: Path, predictions: pd.DataFrame, images: CaseImages | None, count: int) -> dict:
+    """report.html's saliency overlays; a run whose backbones name no feature map gets none (logged), not a
+    failed run."""
+    if not count or images is None:
+        return {}
+    try:
+        return report_overlays(out, predictions, images.paths, count)
+    except MTLError as exc:
+        log.warning("no saliency overlays in report.html: %s", exc)
+        return {}
