@@ -128,12 +128,18 @@ class Parallel:
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module | None:
         """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel`; None for a single process.
 
-        ``find_unused_parameters``: the head of a task without labels in a process's share has no gradient there.
+        On CUDA, batch normalisation becomes :class:`~torch.nn.SyncBatchNorm` (statistics of the global batch, in
+        place: ``model`` keeps its parameter names); torch has no CPU version, so on the CPU each process normalises
+        with its share's statistics. ``find_unused_parameters``: the head of a task without labels in a process's
+        share has no gradient there.
         """
         if not self.active:
             return None
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
+            for name, child in list(model.named_children()):
+                setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
