@@ -163,6 +163,11 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def batch_count(self, batch_size: int, share: tuple[int, int] | None = None) -> int:
+        """How many batches :meth:`batches` yields with these arguments."""
+        full, rest = divmod(len(self), batch_size)
+        return full + int(rest > 0 and (share is None or rest >= share[1]))
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
                 share: tuple[int, int] | None = None) -> Iterator[dict]:
         """Yield batch dictionaries, shuffled when a generator is given.

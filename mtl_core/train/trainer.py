@@ -204,7 +204,7 @@ class Trainer:
         """One training epoch, its validation and the early-stopping bookkeeping."""
         history = loop.history
         self.model.train()
-        self._stepper.begin_epoch(loop.epoch, math.ceil(len(train) / self.settings.batch_size))
+        self._stepper.begin_epoch(loop.epoch, train.batch_count(self.settings.batch_size, self.parallel.share))
         try:
             train_losses, weights = self._run_epoch(train, optimiser, generator)
         except _NotFinite as exc:

@@ -47,6 +47,7 @@ def test_the_shares_of_every_global_batch_are_disjoint_and_make_it_whole(world):
     for step, batch in enumerate(kept):
         parts = [s[step] for s in shares]
         assert sorted(sum(parts, [])) == sorted(batch) and sum(len(p) for p in parts) == len(batch)
+    assert data.batch_count(size, (0, world)) == len(kept) and data.batch_count(size) == len(whole)
 
 
 def test_scaled_losses_of_the_shares_average_to_the_gradient_of_the_global_batch():
