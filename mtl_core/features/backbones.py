@@ -22,6 +22,7 @@ from ..io import file_digest
 from ..registry import suggest
 from .names import backbone_source
 from .small_cnn import LOCAL_BACKBONES
+from .stages import freeze_early_stages, keep_frozen_in_eval
 from .state_dicts import fit_state_dict, read_state_dict
 from .weight_packages import find_package_weights, load_package_weights
 from .weights import local_weights_file, pretrained_file, torchvision_weights
@@ -256,6 +257,8 @@ class BackboneFusion(nn.Module):
         names: timm or torchvision model names, e.g. ``["densenet161", "efficientnet_b7"]``.
         weights: "pretrained", "random", or a dict name -> file path / "pretrained" / "random".
         frozen: keep the backbones in eval mode without gradients (feature extraction).
+        trainable_stages: with ``frozen`` False, train only the last N stages of each backbone
+            (:mod:`~mtl_core.features.stages`); None trains every stage.
 
     Example:
         >>> fusion = BackboneFusion(["test_resnet", "test_efficientnet"], weights="random", image_size=32)
@@ -266,7 +269,7 @@ class BackboneFusion(nn.Module):
     def __init__(self, names: list[str], *, weights: str | dict[str, str] = "pretrained", pooling: str = "avg",
                  grid: int = 2, map_size: int = 32, map_levels: int = 3, image_size: int | None = None,
                  frozen: bool = True, allow_download: bool = False, on_missing_weights: str = "random",
-                 seed: int = 0) -> None:
+                 seed: int = 0, trainable_stages: int | None = None) -> None:
         super().__init__()
         if not names:
             raise MTLError("at least one backbone name is needed")
@@ -284,9 +287,14 @@ class BackboneFusion(nn.Module):
             for i, n in enumerate(names))
         self.frozen = frozen
         self.pooling, self.grid, self.map_size, self.map_levels = pooling, grid, map_size, map_levels
+        self.frozen_stages: list[str] = []  # modules of frozen stages (partial fine-tuning), kept in eval mode
         if frozen:
             self.requires_grad_(False)
             self.eval()
+        elif trainable_stages is not None:
+            for i, backbone in enumerate(self.backbones):
+                frozen_here = freeze_early_stages(backbone.model, trainable_stages, backbone.info.name)
+                self.frozen_stages += [f"backbones.{i}.model.{name}" for name in frozen_here]
 
     @property
     def infos(self) -> list[BackboneInfo]:
@@ -333,8 +341,11 @@ class BackboneFusion(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> BackboneFusion:
-        """Frozen backbones stay in eval mode (their batch-norm statistics never move)."""
-        return super().train(mode and not self.frozen)
+        """Frozen backbones, and the frozen stages of partly trained ones, stay in eval mode (their batch-norm
+        statistics never move)."""
+        super().train(mode and not self.frozen)
+        keep_frozen_in_eval(self, self.frozen_stages)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 1|3, H, W) in [0, 1] -> fused features (B, sum of widths); with pooling ``map`` (B, C * S * S),

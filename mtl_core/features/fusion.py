@@ -116,7 +116,8 @@ def build_fusion(model: ModelConfig, image_size: int, seed: int) -> BackboneFusi
     return BackboneFusion(model.backbones, weights=model.weights, pooling=model.pooling, grid=model.grid,
                           map_size=model.map_size, map_levels=model.map_levels, image_size=image_size,
                           frozen=model.frozen, allow_download=model.allow_download,
-                          on_missing_weights=model.on_missing_weights, seed=seed)
+                          on_missing_weights=model.on_missing_weights, seed=seed,
+                          trainable_stages=model.trainable_stages)
 
 
 def _builder(model: ModelConfig, image_size: int, seed: int) -> Callable[[], BackboneFusion]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from ..config import Strict, validate_model
 from ..data import Records
+from ..data.augment import SAFE_BY_DEFAULT
 from ..errors import MTLError, PluginError
 from ..io import read_image
 from ..registry import SNAKE_CASE, is_snake_case, suggest
@@ -48,6 +49,10 @@ class Plugin:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: name of a stratum in ``Records.strata`` to stratify splits on (e.g. a class column), or None.
     stratify_key: ClassVar[str | None] = None
+    #: augmentations (``train.augment``) that leave every label of the plugin true, among flip_lr, flip_ud, rotate,
+    #: scale, translate, intensity, contrast and noise. The default leaves out flips (a left/right flip changes a
+    #: side) and zoom (it changes sizes in pixels); point targets move with the image whatever is declared.
+    label_safe_transforms: ClassVar[tuple[str, ...]] = SAFE_BY_DEFAULT
 
     def __init__(self, options: BaseModel | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -23,6 +23,7 @@ from ..data import (
     load_image_tensor,
     train_val_split,
 )
+from ..data.augment import Augmenter, create_augmenter, with_augment
 from ..distributed import current_parallel
 from ..features import BackboneFusion, FeatureCache, LazyFusion, check_features_fit, create_fusion
 from ..io import cache_dir
@@ -95,6 +96,7 @@ class RunContext:
         fusion: the backbones (frozen ones built before come back as a :class:`LazyFusion`).
         inputs: the cached features or images of every case.
         progress: optional tqdm-like factory for progress bars.
+        augment: what augments the training images when backbones are trained (``train.augment``), or None.
     """
 
     config: RunConfig
@@ -105,6 +107,7 @@ class RunContext:
     fusion: BackboneFusion | LazyFusion
     inputs: TrainingInputs
     progress: Callable | None = None
+    augment: Augmenter | None = None
 
     @property
     def tasks(self) -> list[Task]:
@@ -124,12 +127,13 @@ def decide_run(config: RunConfig, prep: Prepared, say: Say = print, progress: Ca
     check_model_for_tasks(model_cfg, prep.tasks)
     if fallback:
         say(f"NOTE: {fallback}")
+    augment = create_augmenter(config.train.augment, prep.plugin, prep.tasks)  # a transform not label-safe: before
     fusion = create_fusion(model_cfg, image_size, config.train.seed)
     if fusion.uses_random_weights:
         say("WARNING: backbones use RANDOM INITIALISATION (no pretrained weights); this is recorded in the outputs")
     say(f"caches: {cache_dir()} (set MTL_CACHE_DIR to move them)")
     inputs = compute_inputs(prep, fusion, config, image_size, progress)
-    return RunContext(config, prep, model_cfg, image_size, fallback, fusion, inputs, progress)
+    return RunContext(config, prep, model_cfg, image_size, fallback, fusion, inputs, progress, augment)
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors and models: compared by identity
@@ -159,8 +163,9 @@ def train_and_predict(ctx: RunContext, tasks: list[Task], split: Split, strategy
         model.fit_feature_norm(inputs.tensor, rows=split.train)
     trainer = Trainer(model, LossComposer(tasks, strategy or config.loss.strategy), config.train,
                       None if inputs.is_features else current_parallel())  # features: rank 0 trains alone
-    history = trainer.fit(inputs.part(ctx.records, tasks, split.train), inputs.part(ctx.records, tasks, split.val),
-                          progress=ctx.progress, checkpoint=checkpoint)
+    train = with_augment(inputs.part(ctx.records, tasks, split.train), None if inputs.is_features else ctx.augment)
+    history = trainer.fit(train, inputs.part(ctx.records, tasks, split.val), progress=ctx.progress,
+                          checkpoint=checkpoint)
     outputs = trainer.predict(inputs.part(ctx.records, tasks, split.test))
     val_outputs = trainer.predict(inputs.part(ctx.records, tasks, split.val)) if len(split.val) else {}
     model.fusion = fusion

@@ -85,6 +85,11 @@ class JSRTPlugin(Plugin):
     name = "jsrt_res_mtnet"
     Options = JSRTOptions
     stratify_key = "state"
+    # No flips: a left/right flip moves a nodule to the other lung (its "position" lobe label), an up/down flip
+    # gives an anatomy no radiograph shows. No zoom: the nodule's size in mm is read from its size in pixels.
+    # Small rotations and shifts move the nodule's location target with the image; intensity changes mimic
+    # exposure and film differences.
+    label_safe_transforms = ("rotate", "translate", "intensity", "contrast", "noise")
 
     def __init__(self, options: JSRTOptions | None = None) -> None:
         super().__init__(options)
