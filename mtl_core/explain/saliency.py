@@ -134,8 +134,11 @@ def saliency_maps(model: MultiTaskModel, task: Task, images: torch.Tensor, wante
     maps: list[np.ndarray | None] = [None] * len(images)
     for target in sorted(set(indices)):
         rows = [i for i, j in enumerate(indices) if j == target]
-        for row, found in zip(rows, _grad_cam(model, task, images[rows], target, method), strict=True):
-            maps[row] = found
+        # MONAI's Grad-CAM++ multiplies the gradients by exp(score) without broadcasting a batch: one image a call
+        groups = [[r] for r in rows] if method == "gradcampp" else [rows]
+        for group in groups:
+            for row, found in zip(group, _grad_cam(model, task, images[group], target, method), strict=True):
+                maps[row] = found
     return [Saliency(task.name, task.classes[j] if isinstance(task, ClassTask) else "value", m, method)
             for j, m in zip(indices, maps, strict=True)]
 
