@@ -25,7 +25,7 @@ from ..errors import RunError
 from ..features import Backbone
 from ..model import MultiTaskModel
 from ..registry import suggest
-from ..tasks import BinaryTask, ClassTask, Task
+from ..tasks import BinaryTask, ClassTask, PointTask, Task
 
 METHODS = ("gradcam", "gradcampp")
 
@@ -125,6 +125,9 @@ def saliency_maps(model: MultiTaskModel, task: Task, images: torch.Tensor, wante
         raise ExplainError(suggest(method, list(METHODS), "saliency method"))
     model.eval()
     if task.spatial:
+        if not isinstance(task, PointTask):
+            raise ExplainError(f"task {task.name!r} ({task.kind}) reads feature maps and is not a point task: no "
+                               f"saliency map is known for its kind")
         return [Saliency(task.name, "heatmap", m, "heatmap") for m in _heatmaps(model, task, images)]
     index = class_index(task, wanted)
     with torch.no_grad():

@@ -132,7 +132,7 @@ def _saliency_html(run_dir: Path, saliency: dict[str, list[dict[str, str]]]) -> 
              "<p>Grad-CAM on each backbone's last feature map, fused (a point task: its own heatmap), for a few "
              "held-out images; <code>mtl explain</code> draws them for any image.</p>"]
     for task, shown in saliency.items():
-        parts.append(f"<h3>{escape(task)}</h3><div>")
+        parts.append(f"<p><strong>{escape(task)}</strong></p><div>")  # not <h3>: those mirror report.md
         for item in shown:
             data = base64.b64encode((Path(run_dir) / item["file"]).read_bytes()).decode("ascii")
             text = (f"{escape(item['id'])}: map of {escape(item['target'])}; predicted {escape(item['prediction'])}"

@@ -3,6 +3,7 @@ report.html shows beside the prediction and the truth."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,11 @@ import torch
 
 from ..data import load_image_tensor
 from ..errors import RunError
-from ..explain import Saliency, find_task, saliency, saliency_maps, write_overlay
+from ..explain import ExplainError, Saliency, find_task, saliency, saliency_maps, write_overlay
 from ..tasks import Task
 from .predict import LoadedRun, load_run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def maps_for(run: LoadedRun, image: Path, task: str, method: str = "gradcam") ->
 def report_overlays(run_dir: Path, predictions: pd.DataFrame, images: dict[str, Path], per_task: int = 3,
                     method: str = "gradcam") -> dict[str, list[dict[str, str]]]:
     """Overlays of the first ``per_task`` held-out cases (rows of ``predictions.csv``) for every task, written as
-    ``run_dir/figures/saliency_<case>_<task>.png``: {task: [{"file", "id", "target", "prediction", "truth"}]} for
+    ``run_dir/figures/saliency_<task>_<case>.png``: {task: [{"file", "id", "target", "prediction", "truth"}]} for
     report.html. The prediction is the saved model's own for that image (the one the map explains), the truth
     predictions.csv's. The model is rebuilt from the run folder, so a frozen run (trained on cached features)
     builds its backbones here."""
@@ -97,8 +100,13 @@ def report_overlays(run_dir: Path, predictions: pd.DataFrame, images: dict[str, 
         outputs = run.model(batch)
     shown: dict[str, list[dict[str, str]]] = {}
     for task in run.tasks:
-        for i, (case, found) in enumerate(zip(ids, saliency_maps(run.model, task, batch, None, method), strict=True)):
-            file = write_overlay(folder / f"saliency_{_safe(case)}_{task.name}.png", batch[i].numpy(), found.map)
+        try:
+            maps = saliency_maps(run.model, task, batch, None, method)
+        except ExplainError as exc:  # one task the report cannot explain leaves the others their overlays
+            log.warning("no saliency overlays for task %r: %s", task.name, exc)
+            continue
+        for i, (case, found) in enumerate(zip(ids, maps, strict=True)):
+            file = write_overlay(folder / f"saliency_{task.name}_{_safe(case)}.png", batch[i].numpy(), found.map)
             shown.setdefault(task.name, []).append({
                 "file": file.relative_to(run_dir).as_posix(), "id": case, "target": found.target,
                 "prediction": _said(task.describe_prediction(outputs[task.name][i:i + 1])),

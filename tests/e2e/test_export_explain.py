@@ -85,7 +85,7 @@ def test_report_and_explain_show_overlays(shapes_run, cache_env, monkeypatch, tm
         monkeypatch.setenv(key, value)
     html = (shapes_run.folder / "report.html").read_text()
     assert "Where the model looked" in html and html.count("map of") >= 2 * 3  # 2 images x 3 tasks
-    assert len(list((shapes_run.folder / "figures").glob("saliency_*_count.png"))) == 2
+    assert len(list((shapes_run.folder / "figures").glob("saliency_count_*.png"))) == 2
     images = _held_out_single_shapes(shapes_run, 2)
     assert main(["explain", str(shapes_run.folder), *map(str, images), "--task", "shape", "--class", "disc",
                  "--method", "gradcampp", "--output", str(tmp_path / "maps")]) == 0
