@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 SHAPES = REPO / "examples" / "shapes"
 SMALL = ["plugin_options.synthetic.n=64", "plugin_options.synthetic.size=32", "data.image_size=32", "fallback=null",
-         "train.batch_size=16"]
+         "evaluation.saliency_images=0", "train.batch_size=16"]
 FINE_TUNE = SMALL + ["model.backbones=[test_efficientnet_gn]", "model.pooling=avg", "model.frozen=false",
                      "model.trunk.dropout=0", "train.epochs=5", "train.patience=5", "train.lr=0.001"]
 FROZEN = SMALL + ["model.backbones=[test_resnet]", "train.epochs=3"]
