@@ -49,7 +49,10 @@ def explain_images(run_dir: Path, images: list[Path], task: str, output: Path, w
     run = run if run is not None else load_run(Path(run_dir))
     chosen = find_task(run.tasks, task)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, permissions, a full disk: one line
+        raise RunError(f"cannot write {output}: {exc.strerror or exc}; give a folder for the overlays") from None
     written, used = [], set()
     for path in images:
         tensor = load_image_tensor(Path(path), run.reader, run.image_size).unsqueeze(0)  # (1, C, S, S)

@@ -146,6 +146,12 @@ def test_bad_input_is_one_line(saved, tmp_path, capsys):
     assert "mtl export" in capsys.readouterr().err
     assert main(["predict", str(folder), str(images[0]), "--engine", "onnx", "--format", "json"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "a file").write_text("")
+    assert main(["explain", str(folder), str(images[0]), "--task", "nodule", "--output", str(tmp_path / "a file")]) \
+        == 2
+    assert capsys.readouterr().err.startswith("error: cannot write")
+    assert main(["explain", str(folder), str(images[0]), "--task", "nodule", "--output", str(tmp_path / "maps")]) == 0
+    assert "\tnodule\theatmap\theatmap\t" in capsys.readouterr().out
     (tmp_path / "junk.onnx").write_bytes(b"not a graph")
     with pytest.raises(Exception, match="not an ONNX model"):
         load_onnx(tmp_path / "junk.onnx")
