@@ -36,6 +36,7 @@ _EXPORTS = {
     "check_plugin": "plugins.conformance", "ConformanceReport": "plugins.conformance",
     "run": "workflow.api", "RunOutcome": "workflow.api", "save_run": "workflow.api", "predict": "workflow.api",
     "load_run": "workflow.predict", "LoadedRun": "workflow.predict", "predict_images": "workflow.predict",
+    "export_run": "workflow.deploy", "explain_images": "workflow.explaining",
 }
 #: the layers, lowest first: a module imports its own room and lower layers only (tests/core/test_layers.py)
 LAYERS = {
