@@ -11,9 +11,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "jsrt_res_mtnet"
-# Tiny backbones and few epochs: the end-to-end path, not the paper's numbers.
+# Tiny backbones and few epochs: the end-to-end path, not the paper's numbers. No saliency overlays (importing
+# MONAI and the Grad-CAM passes add seconds to every run); `finished_run` turns them back on, so one run checks them.
 FAST = ["--set", "model.backbones=[test_resnet,test_efficientnet]", "--set", "data.image_size=64",
-        "--set", "train.epochs=20", "--set", "train.patience=5", "--set", "fallback=null"]
+        "--set", "train.epochs=20", "--set", "train.patience=5", "--set", "fallback=null",
+        "--set", "evaluation.saliency_images=0"]
 
 
 def mtl(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -41,6 +43,7 @@ def phantom(tmp_path_factory, cache_env) -> Path:
 def finished_run(tmp_path_factory, phantom, cache_env) -> tuple[Path, subprocess.CompletedProcess]:
     """One complete `mtl run` on the phantom."""
     out = tmp_path_factory.mktemp("runs") / "run"
-    done = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(out), *FAST, env=cache_env)
+    done = mtl("run", str(EXAMPLE), "--data", str(phantom), "--output", str(out), *FAST,
+               "--set", "evaluation.saliency_images=2", env=cache_env)
     assert done.returncode == 0, done.stderr[-2000:]
     return out, done

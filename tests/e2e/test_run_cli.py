@@ -41,6 +41,16 @@ def test_run_writes_all_outputs(finished_run):
     assert "subtlety" in done.stdout and "baseline" in done.stdout
 
 
+def test_report_shows_where_the_model_looked_for_every_task(finished_run):
+    out, _ = finished_run  # run with evaluation.saliency_images=2
+    for task in TASKS:  # Grad-CAM of the four classification tasks, the heatmap of the point task
+        overlays = sorted((out / "figures").glob(f"saliency_{task}_*.png"))
+        assert len(overlays) == 2, task
+        assert all(min(Image.open(path).size) >= 64 for path in overlays), task  # at least the image size
+    html = (out / "report.html").read_text()
+    assert "Where the model looked" in html and html.count("saliency_") >= 2 * len(TASKS)
+
+
 def test_predictions_csv_has_truth_and_prediction_per_task(finished_run):
     out, _ = finished_run
     frame = pd.read_csv(out / "predictions.csv")
