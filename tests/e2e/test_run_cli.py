@@ -48,7 +48,8 @@ def test_report_shows_where_the_model_looked_for_every_task(finished_run):
         assert len(overlays) == 2, task
         assert all(min(Image.open(path).size) >= 64 for path in overlays), task  # at least the image size
     html = (out / "report.html").read_text()
-    assert "Where the model looked" in html and html.count("saliency_") >= 2 * len(TASKS)
+    assert "Where the model looked" in html
+    assert html.split("Where the model looked", 1)[1].count("<img") == 2 * len(TASKS)  # beside prediction, truth
 
 
 def test_predictions_csv_has_truth_and_prediction_per_task(finished_run):
