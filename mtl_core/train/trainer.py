@@ -133,6 +133,9 @@ class Trainer:
             totals = self.parallel.sum_floats([sums[k] for k in keys] + [counts[k] for k in keys])
             sums, counts = dict(zip(keys, totals[:len(keys)], strict=True)), dict(zip(keys, totals[len(keys):],
                                                                                       strict=True))
+            # augmentation draws from the batch generator as many numbers as a share has cases: rank 0's state
+            # for all, so that every process shuffles the next epoch alike
+            generator.set_state(self.parallel.from_main(generator.get_state()))
         return {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}, weights
 
     def fit(self, train: TensorData, val: TensorData | None = None, progress: Callable | None = None,

@@ -42,10 +42,10 @@ def _count_batches(kind: str, epoch: int, after: int) -> None:
 
     batches, passes = TensorData.batches, [0]
 
-    def counted(self, batch_size, generator=None):
+    def counted(self, batch_size, generator=None, share=None):
         training = generator is not None  # only training passes shuffle
         passes[0] += training
-        for index, batch in enumerate(batches(self, batch_size, generator)):
+        for index, batch in enumerate(batches(self, batch_size, generator, share)):
             if training and passes[0] == epoch and index == after:
                 _strike(kind)
             yield batch
