@@ -4,7 +4,8 @@ trained together) with the run's settings, against a plain PyTorch loop over the
 The engine side is :class:`~mtl_core.train.Trainer` on synthetic images with one binary and one regression task:
 fusion -> trunk -> heads, parameter groups, schedule, accumulation, clipping and (optionally) the MONAI
 augmentation, exactly as ``mtl run`` with ``model.frozen: false``. The plain side is the textbook loop over the
-same timm models: ``model(x)``, concatenation, a linear head, ``loss.backward()``, ``Adam.step()``. Each variant is
+same timm models: ``model(x)``, concatenation, a linear head, ``loss.backward()``, ``Adam.step()``; the engine gets
+a minimal trunk (64 wide, no residual block) so that both sides compute almost the same. Each variant is
 warmed up with one batch, then timed over ``--steps`` batches; variants alternate ``--rounds`` times.
 
     python bench/bench_finetune.py --backbones test_resnet,test_efficientnet --size 64 --batch 32 --steps 8
@@ -137,7 +138,8 @@ def _config(args: argparse.Namespace, **model) -> RunConfig:
     train = TrainConfig(batch_size=args.batch, device=args.device, precision=args.precision, lr=1e-4,
                         schedule="cosine", warmup_epochs=0)
     return RunConfig(plugin="bench", data={"image_size": args.size},
-                     model={"backbones": args.backbones.split(","), "weights": "random", "frozen": False} | model,
+                     model={"backbones": args.backbones.split(","), "weights": "random", "frozen": False,
+                            "trunk": {"hidden": 64, "depth": 0, "dropout": 0.0}} | model,
                      train=train.model_dump() | {"augment": {"enabled": True}})
 
 
