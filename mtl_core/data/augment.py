@@ -177,11 +177,21 @@ def create_augmenter(settings: AugmentConfig, plugin: Any, tasks: Sequence[Any])
     Raises:
         ConfigError: a transform asked for is not label-safe for the plugin.
     """
+    chosen = plugin_transforms(settings, plugin)
+    return None if chosen is None else Augmenter(settings, chosen, [t.name for t in tasks if t.kind == "point"])
+
+
+def plugin_transforms(settings: AugmentConfig, plugin: Any) -> tuple[str, ...] | None:
+    """The transforms a run with ``plugin`` uses (None when ``settings`` leave augmentation off), checked against
+    the plugin's label-safe ones without building anything (what ``mtl validate`` checks).
+
+    Raises:
+        ConfigError: a transform asked for is not label-safe for the plugin.
+    """
     if not settings.enabled:
         return None
     safe = getattr(plugin, "label_safe_transforms", SAFE_BY_DEFAULT)
-    chosen = chosen_transforms(settings, safe, getattr(plugin, "name", "") or type(plugin).__name__)
-    return Augmenter(settings, chosen, [t.name for t in tasks if t.kind == "point"])
+    return chosen_transforms(settings, safe, getattr(plugin, "name", "") or type(plugin).__name__)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch
 
 from ..config import ModelConfig, RunConfig
 from ..data import Records, holdout_split, kfold_splits
+from ..data.augment import plugin_transforms
 from ..errors import ConfigError, DataError, MTLError, PluginError, WeightsError
 from ..features import check_features_fit, create_fusion, pretrained_available, recall_fusion
 from ..io import build_folder_once, cache_dir, image_limits
@@ -281,6 +282,7 @@ def check_run(config: RunConfig, data: Path | None = None, *, say: Say = print, 
     tasks = build_tasks(plugin, config)  # config mistakes about tasks fail before any data is read
     WEIGHTINGS.get(config.loss.strategy)
     ARCHITECTURES.get(config.model.trunk.architecture)  # a typo fails here, not after extraction
+    plugin_transforms(config.train.augment, plugin)  # a transform that is not label-safe for the plugin
     check_device(config.train.device)
     image_limits()  # a nonsense MTL_MAX_IMAGE_PIXELS fails here, not only when an uncached image is decoded
     model, image_size, fallback = check_model(config, tasks)

@@ -44,6 +44,9 @@ BAD = {
     "unknown plugin option": (["plugin_options.tabel=x"], "plugin_options of 'table': tabel: Extra inputs"),
     "unknown plugin": (["plugin=tabel"], "unknown plugin 'tabel'. Did you mean 'table'?"),
     "not a device": (["train.device=gpu"], "train.device: 'gpu' is not a device"),
+    "augmentation the plugin declares unsafe": (
+        ["model.frozen=false", "train.augment.enabled=true", "train.augment.transforms=[flip_lr]"],
+        "train.augment.transforms: 'flip_lr' is not label-safe for plugin 'table'"),
     "more folds than subjects": (["evaluation.folds=40"], "folds must be between 2 and the number of groups (15), "
                                                           "got 40"),
     "map levels beyond the backbone": (["model.pooling=map", "model.map_levels=9"],
