@@ -83,15 +83,6 @@ def _split(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]
     return [part.view_as(t).to(t.dtype) for part, t in zip(vector.split(sizes), like, strict=True)]
 
 
-def _refuse_distributed(strategy: str) -> None:
-    """Per-task ``autograd.grad`` bypasses DDP's all-reduce: each process would combine its own share's gradients."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        raise RunError(f"loss strategy {strategy!r} combines per-task gradients, which distributed training does not "
-                       "support yet; train it in one process, or use a loss-level strategy (static, uncertainty, dwa, "
-                       "rlw, famo)")
-
-
 def backward(out: LossOutput, masks: dict[str, torch.Tensor], model: nn.Module, composer: LossComposer,
              scaler: torch.amp.GradScaler, factor: float = 1.0) -> None:
     """Add the gradient of one (micro-)batch to ``.grad``: a plain ``backward`` of the weighted total for a loss
@@ -105,7 +96,6 @@ def backward(out: LossOutput, masks: dict[str, torch.Tensor], model: nn.Module, 
     if not isinstance(weighting, GradientWeighting):
         scaler.scale(out.total * factor if factor != 1.0 else out.total).backward()
         return
-    _refuse_distributed(composer.strategy)
     present = [n for n in composer.tasks if bool(masks[n].any()) and out.per_task[n].requires_grad]
     if not present:
         return

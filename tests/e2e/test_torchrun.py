@@ -31,7 +31,8 @@ SMALL = ["plugin_options.synthetic.n=64", "plugin_options.synthetic.size=32", "d
          "evaluation.saliency_images=0", "train.batch_size=16"]
 FINE_TUNE = SMALL + ["model.backbones=[test_efficientnet_gn]", "model.pooling=avg", "model.frozen=false",
                      "model.trunk.dropout=0", "train.epochs=5", "train.patience=5", "train.lr=0.001"]
-FROZEN = SMALL + ["model.backbones=[test_resnet]", "train.epochs=3"]
+# pcgrad: rank 0 trains alone on the cached features, so a gradient-level method works inside the process group
+FROZEN = SMALL + ["model.backbones=[test_resnet]", "train.epochs=3", "loss.strategy=pcgrad"]
 
 
 def _sets(overrides: list[str]) -> list[str]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtl_core.config import TrainConfig
+from mtl_core.data import TensorData
+from mtl_core.distributed import Parallel
 from mtl_core.errors import RunError
 from mtl_core.model import MultiTaskModel, ResidualSharedTrunk
-from mtl_core.train import WEIGHTINGS, GradientWeighting, LossComposer
+from mtl_core.train import WEIGHTINGS, GradientWeighting, LossComposer, Trainer
 from mtl_core.train.gradients import backward
 from tests.core.train.test_losses import WIDTH, _batch, _tasks
 
@@ -92,3 +95,19 @@ def test_a_representation_method_needs_a_trunk_that_exposes_its_representation()
     model.trunk.last_shared = None  # what a trunk without a shared representation leaves
     with pytest.raises(RunError, match="shared representation"):
         backward(out, masks, model, composer, _NoScaler())
+
+
+@pytest.mark.parametrize("strategy", ["pcgrad", "nash_mtl_rep"])
+def test_a_gradient_method_is_refused_under_ddp_but_trains_in_one_process_of_a_process_group(strategy):
+    """Per-task autograd.grad bypasses DDP's all-reduce: refused when the model is trained by several processes.
+    Rank 0 training alone on cached features (a frozen torchrun run) is one process: it trains."""
+    tasks = _tasks()
+    features, targets, masks = _batch(tasks)
+    data = TensorData(features, targets, masks, [f"c{i}" for i in range(len(features))], True)
+    torch.manual_seed(0)
+    model = MultiTaskModel(None, ResidualSharedTrunk(WIDTH, hidden=16, depth=1, dropout=0.0), tasks)
+    settings = TrainConfig(epochs=1, batch_size=4, device="cpu")
+    with pytest.raises(RunError, match=f"loss.strategy '{strategy}' combines per-task gradients, which a distributed"):
+        Trainer(model, LossComposer(tasks, strategy), settings, parallel=Parallel(rank=0, world=2)).fit(data)
+    history = Trainer(model, LossComposer(tasks, strategy), settings, parallel=Parallel()).fit(data)
+    assert len(history.train) == 1
