@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml plugins/jsrt_res_mtnet/pyproject.toml
 run: $(STAMP)
 	$(BIN)/mtl run examples/jsrt_res_mtnet
 
+# -n auto: one pytest worker per core (pytest-xdist); --dist loadfile keeps a file's tests, and so its module
+# fixtures, on one worker. Each worker runs torch on one thread (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check mtl_core plugins tests bench
