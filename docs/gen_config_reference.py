@@ -1,4 +1,4 @@
-"""Generate ``docs/configuration.md`` from the pydantic models of ``mtl_core/config.py``.
+"""Generate ``docs/configuration.md`` from the pydantic models of ``mtl_core/config/models.py``.
 
 Every model reachable from :class:`mtl_core.config.RunConfig` gets a table of its keys (type and constraints,
 default, description). The description is the field's ``Field(description=...)``; for fields that have none yet,

@@ -126,9 +126,9 @@ def test_every_torch_load_is_weights_only():
 def test_the_config_loader_is_a_safe_loader():
     import yaml
 
-    from mtl_core import config
+    from mtl_core.config import loading
 
-    assert issubclass(config._BoundedLoader, yaml.SafeLoader)
+    assert issubclass(loading._BoundedLoader, yaml.SafeLoader)
 
 
 def test_nothing_calls_pickle_load():
