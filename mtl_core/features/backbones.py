@@ -67,10 +67,30 @@ def _build_torchvision(name: str) -> nn.Module:
     return model
 
 
+def _mean_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in): row i averages the inputs of adaptive pooling's window i, [floor(i n/m), ceil((i+1) n/m))."""
+    rows = torch.zeros(n_out, n_in, dtype=like.dtype, device=like.device)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        rows[i, start:end] = 1.0 / (end - start)
+    return rows
+
+
+def adaptive_mean(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` (B, C, h, w) -> (B, C, *size); in an ONNX export, the same means as two products
+    with averaging matrices: the exporter cannot express adaptive pooling once a backbone's padding is computed
+    from its input ("same" padding of the tf_ EfficientNets), while the map sizes of a fixed image size are known."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, (out_h, out_w))
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    return _mean_matrix(height, out_h, x) @ x @ _mean_matrix(width, out_w, x).T  # (B, C, out_h, out_w)
+
+
 def _to_grid(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, size, size): cell means where the map is larger, bilinear where it is smaller."""
     if x.shape[-2] > size or x.shape[-1] > size:
-        x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], size), min(x.shape[-1], size)))
+        x = adaptive_mean(x, (min(x.shape[-2], size), min(x.shape[-1], size)))
     if x.shape[-2] < size or x.shape[-1] < size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x
@@ -218,7 +238,7 @@ class Backbone(nn.Module):
             maps = [_to_grid(level, self.map_size) for level in self.level_maps(x)]  # each (B, C_l, S, S)
             return torch.cat(maps, dim=1).flatten(1)  # (B, C * S * S), channel-major
         x = self._spatial_map(x)
-        return F.adaptive_avg_pool2d(x, self.grid if self.pooling == "grid" else 1).flatten(1)  # (B, C * g * g)
+        return adaptive_mean(x, self.grid if self.pooling == "grid" else 1).flatten(1)  # (B, C * g * g)
 
     def level_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The deepest ``map_levels`` feature maps of a prepared batch, shallowest first, each (B, C_l, h_l, w_l).
