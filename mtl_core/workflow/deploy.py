@@ -32,7 +32,7 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx") -> 
     if fmt != "onnx":
         raise RunError(f"unknown export format {fmt!r}; mtl export writes 'onnx'")
     run = load_run(Path(run_dir))
-    schema = read_json(run_file(Path(run_dir), "model.json"))
+    schema = run.schema
     check = run.check
     distance = None if check is None else DistanceReference(check.reference, check.k, check.threshold)
     extra = {"mtl.run": json.dumps({"plugin": schema.get("plugin", ""), "backbones": run.model.fusion.describe(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class LoadedRun:
     image_size: int
     reader: Any
     check: DistanceCheck | None = None  # out-of-distribution check calibrated when the run was trained
+    schema: dict[str, Any] = field(default_factory=dict)  # the model.json it was rebuilt from
 
 
 def plugin_reader(plugin_name: str):
@@ -87,7 +88,7 @@ def load_run(run_dir: Path) -> LoadedRun:
                        f"{len(unexpected)} unexpected tensors)")
     model.eval()
     ood = run_file(saved.folder, "ood.safetensors")
-    return LoadedRun(model, tasks, size, reader, DistanceCheck.load(ood) if ood.is_file() else None)
+    return LoadedRun(model, tasks, size, reader, DistanceCheck.load(ood) if ood.is_file() else None, schema)
 
 
 def _weights_from_folder(schema_file: Path, model_cfg: ModelConfig, has_tensors: bool) -> ModelConfig:
