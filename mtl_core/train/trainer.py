@@ -18,7 +18,7 @@ from ..data import TensorData
 from ..distributed import Parallel
 from ..errors import RunError
 from ..model import MultiTaskModel
-from .gradients import backward
+from .gradients import GradientWeighting, backward
 from .losses import LossComposer
 from .optim import Stepper, create_optimiser
 from .state import History, LoopState, TrainingCheckpoint
@@ -175,7 +175,7 @@ class Trainer:
 
     def _distributed(self):
         """The model in DDP for a distributed run (None otherwise); a gradient-level method is refused there."""
-        if self.parallel.active and callable(getattr(self.composer.weighting, "combine", None)):
+        if self.parallel.active and isinstance(self.composer.weighting, GradientWeighting):
             raise RunError(f"loss.strategy {self.composer.strategy!r} combines per-task gradients, which a "
                            "distributed run (torchrun) does not support; choose a loss-level strategy (static, "
                            "equal, uncertainty, dwa, ...) or run in one process")
